@@ -1,0 +1,161 @@
+//! Types shared by several Istio kinds, and the issue list that validators write to.
+
+use std::{collections::BTreeMap, fmt, time::Duration as StdDuration};
+
+use serde::{Deserialize, Deserializer, de::IgnoredAny};
+
+/// Kubernetes object metadata. Only `name`, `namespace`, `labels` and `annotations` mean anything
+/// to mesh; the other fields a `kubectl get -o yaml` dump carries are accepted and ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub generate_name: Option<IgnoredAny>,
+    #[serde(default)]
+    pub uid: Option<IgnoredAny>,
+    #[serde(default)]
+    pub resource_version: Option<IgnoredAny>,
+    #[serde(default)]
+    pub generation: Option<IgnoredAny>,
+    #[serde(default)]
+    pub creation_timestamp: Option<IgnoredAny>,
+    #[serde(default)]
+    pub deletion_timestamp: Option<IgnoredAny>,
+    #[serde(default)]
+    pub deletion_grace_period_seconds: Option<IgnoredAny>,
+    #[serde(default)]
+    pub managed_fields: Option<IgnoredAny>,
+    #[serde(default)]
+    pub owner_references: Option<IgnoredAny>,
+    #[serde(default)]
+    pub finalizers: Option<IgnoredAny>,
+    #[serde(default)]
+    pub self_link: Option<IgnoredAny>,
+}
+
+/// A duration field (`google.protobuf.Duration`), written as Istio does: `10s`, `500ms`, `1m`.
+/// Bad strings are rejected while parsing, with their position.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(pub StdDuration);
+
+impl Duration {
+    pub fn get(self) -> StdDuration {
+        self.0
+    }
+}
+
+impl fmt::Debug for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mesh_core::duration::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        mesh_core::duration::parse_duration(&s)
+            .map(Duration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// `StringMatch`: exactly one of `exact`, `prefix`, `regex`. Used by VirtualService matches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Regex(String),
+}
+
+/// A `selector` of the security kinds (`matchLabels`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+/// `targetRef` / `targetRefs` (Gateway API policy attachment), as the security kinds take it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyTargetReference {
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// `PortSelector` of networking kinds: `{ number: 80 }`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PortSelector {
+    #[serde(default)]
+    pub number: Option<u32>,
+}
+
+/// What a validator found, located by a path into the document (`spec.http[0].redirect`); the
+/// loader turns the path into `file:line:col`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub path: String,
+    pub severity: Severity,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// The list validators append to.
+#[derive(Debug, Default)]
+pub struct Issues {
+    pub items: Vec<Issue>,
+}
+
+impl Issues {
+    pub fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Error, path, message);
+    }
+
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.push(Severity::Warning, path, message);
+    }
+
+    pub fn push(&mut self, severity: Severity, path: impl Into<String>, message: impl Into<String>) {
+        self.items.push(Issue {
+            path: path.into(),
+            severity,
+            message: message.into(),
+        });
+    }
+
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|i| i.severity == Severity::Error)
+    }
+}

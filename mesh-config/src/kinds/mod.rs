@@ -1,0 +1,54 @@
+//! Serde models of the Istio kinds mesh reads, one module per kind, with Istio's field names and
+//! enums, and each kind's admission validation (what the CRD schema, its CEL rules and istiod's
+//! validating webhook reject).
+//!
+//! Every struct denies unknown fields, so a typo is an error at its position. A spec type is named
+//! as in Istio's API (`VirtualService` is the `spec` of a VirtualService object).
+
+pub mod authorization_policy;
+pub mod common;
+pub mod destination_rule;
+pub mod envoy_filter;
+pub mod gateway;
+pub mod kube;
+pub mod peer_authentication;
+pub mod request_authentication;
+pub mod service_entry;
+pub mod sidecar;
+pub mod virtual_service;
+
+pub use common::{Issue, Issues, ObjectMeta, Severity};
+
+/// The object a spec belongs to, as validators need it.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    pub name: &'a str,
+    /// The object's namespace (`default` when the document has none).
+    pub namespace: &'a str,
+    pub metadata: &'a ObjectMeta,
+}
+
+/// Parses a YAML snippet into `T`; the error is serde-saphyr's one-line message. For tests of
+/// the models.
+#[cfg(test)]
+pub(crate) fn from_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, String> {
+    serde_saphyr::from_str(yaml).map_err(|e| e.without_snippet().to_string())
+}
+
+/// Runs `validate` on a spec parsed from `yaml` and returns the issues. For tests of validators.
+#[cfg(test)]
+pub(crate) fn validate_yaml<T: serde::de::DeserializeOwned>(
+    yaml: &str,
+    validate: impl FnOnce(&T, &Meta<'_>, &mut Issues),
+) -> Vec<Issue> {
+    let spec: T = from_yaml(yaml).unwrap_or_else(|e| panic!("fixture does not parse: {e}"));
+    let metadata = ObjectMeta::default();
+    let meta = Meta {
+        name: "test",
+        namespace: "default",
+        metadata: &metadata,
+    };
+    let mut out = Issues::default();
+    validate(&spec, &meta, &mut out);
+    out.items
+}
