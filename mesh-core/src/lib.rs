@@ -5,5 +5,16 @@
 #![forbid(unsafe_code)]
 
 pub mod duration;
+pub mod host;
+pub mod identity;
+pub mod labels;
 pub mod matching;
+pub mod model;
+pub mod percent;
 pub mod weighted;
+
+pub use host::Host;
+pub use identity::Identity;
+pub use labels::{Labels, Selector};
+pub use model::CompiledMesh;
+pub use percent::Percent;

@@ -1,1 +1,71 @@
-fn main() {}
+//! `mesh`: validate and explain Istio config, and (later) run the proxy.
+#![forbid(unsafe_code)]
+
+mod explain;
+mod validate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// mesh: Istio's traffic, security and observability policies, for Rust services.
+#[derive(Debug, Parser)]
+#[command(name = "mesh", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check Istio YAML files or folders as Istio would (admission) and as `istioctl analyze`
+    /// would (warnings). Exit 0 when there is no error, 1 when there is one, 2 for usage or I/O
+    /// errors.
+    Validate(validate::Args),
+    /// Show which VirtualService route a request takes, its destinations and endpoints, and the
+    /// policies that apply.
+    Route(explain::Args),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub(crate) enum Format {
+    /// For people.
+    #[default]
+    Text,
+    /// For machines.
+    Json,
+}
+
+/// Where the config comes from, and how documents are read.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArgs {
+    /// Namespace of documents without `metadata.namespace`.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Istio's root namespace (mesh-wide policies).
+    #[arg(long, default_value = "istio-system")]
+    root_namespace: String,
+}
+
+impl ConfigArgs {
+    pub(crate) fn loader(&self) -> mesh_config::Loader {
+        mesh_config::Loader::new()
+            .namespace(self.namespace.clone())
+            .root_namespace(self.root_namespace.clone())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Route(args) => explain::run(args),
+    }
+}

@@ -67,13 +67,50 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
-/// `StringMatch`: exactly one of `exact`, `prefix`, `regex`. Used by VirtualService matches.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+/// `StringMatch`: one of `exact`, `prefix`, `regex`, or none (`{}`), which for header and query
+/// parameter matches means "present, whatever the value" (Istio). Two at once is rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StringMatch {
     Exact(String),
     Prefix(String),
     Regex(String),
+    /// `{}`: no value condition.
+    Empty,
+}
+
+impl StringMatch {
+    /// The value, whichever kind it is (empty for [`StringMatch::Empty`]).
+    pub fn value(&self) -> &str {
+        match self {
+            StringMatch::Exact(v) | StringMatch::Prefix(v) | StringMatch::Regex(v) => v,
+            StringMatch::Empty => "",
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StringMatch {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            exact: Option<String>,
+            #[serde(default)]
+            prefix: Option<String>,
+            #[serde(default)]
+            regex: Option<String>,
+        }
+        let raw = Raw::deserialize(d)?;
+        match (raw.exact, raw.prefix, raw.regex) {
+            (Some(v), None, None) => Ok(StringMatch::Exact(v)),
+            (None, Some(v), None) => Ok(StringMatch::Prefix(v)),
+            (None, None, Some(v)) => Ok(StringMatch::Regex(v)),
+            (None, None, None) => Ok(StringMatch::Empty),
+            _ => Err(serde::de::Error::custom(
+                "only one of `exact`, `prefix` or `regex` may be set in a string match",
+            )),
+        }
+    }
 }
 
 /// A `selector` of the security kinds (`matchLabels`).
@@ -119,7 +156,7 @@ pub struct Issue {
 pub enum Severity {
     Error,
     Warning,
-    Info,
+    Note,
 }
 
 impl Severity {
@@ -127,7 +164,7 @@ impl Severity {
         match self {
             Severity::Error => "error",
             Severity::Warning => "warning",
-            Severity::Info => "info",
+            Severity::Note => "note",
         }
     }
 }
@@ -147,7 +184,12 @@ impl Issues {
         self.push(Severity::Warning, path, message);
     }
 
-    pub fn push(&mut self, severity: Severity, path: impl Into<String>, message: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        severity: Severity,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) {
         self.items.push(Issue {
             path: path.into(),
             severity,
