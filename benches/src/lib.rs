@@ -79,3 +79,39 @@ pub mod routing {
         .expect("valid request")
     }
 }
+
+pub mod config {
+    //! A large mesh config as YAML text, for the compile benchmark.
+
+    use std::fmt::Write;
+
+    /// `services` Bookinfo-shaped services, each with a Kubernetes Service, three
+    /// WorkloadEntries (v1, v2, v3), a DestinationRule with three subsets and a VirtualService
+    /// with a header route, a weighted split, retries, a timeout and a fault.
+    pub fn large_mesh_yaml(services: usize) -> String {
+        let mut y = String::new();
+        for i in 0..services {
+            let _ = write!(
+                y,
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: svc-{i}\nspec:\n  selector: {{app: svc-{i}}}\n  ports:\n  - name: http\n    port: 9080\n---\n"
+            );
+            for v in 1..=3 {
+                let _ = write!(
+                    y,
+                    "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: svc-{i}-v{v}\nspec:\n  address: 10.0.{}.{}\n  labels: {{app: svc-{i}, version: v{v}}}\n  serviceAccount: svc-{i}\n---\n",
+                    i / 250,
+                    (i % 250) + v
+                );
+            }
+            let _ = write!(
+                y,
+                "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: svc-{i}\nspec:\n  host: svc-{i}\n  trafficPolicy:\n    connectionPool:\n      http: {{http1MaxPendingRequests: 10}}\n    outlierDetection: {{consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}}\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - {{name: v2, labels: {{version: v2}}}}\n  - {{name: v3, labels: {{version: v3}}}}\n---\n"
+            );
+            let _ = write!(
+                y,
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: svc-{i}\nspec:\n  hosts: [svc-{i}]\n  http:\n  - match:\n    - headers: {{end-user: {{exact: jason}}}}\n      uri: {{regex: \"/items/[0-9]+\"}}\n    fault:\n      delay: {{percentage: {{value: 10}}, fixedDelay: 2s}}\n    route:\n    - destination: {{host: svc-{i}, subset: v2}}\n  - route:\n    - destination: {{host: svc-{i}, subset: v1}}\n      weight: 80\n    - destination: {{host: svc-{i}, subset: v3}}\n      weight: 20\n    timeout: 3s\n    retries: {{attempts: 3, perTryTimeout: 1s, retryOn: \"gateway-error,503\"}}\n---\n"
+            );
+        }
+        y
+    }
+}

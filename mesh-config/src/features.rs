@@ -141,6 +141,7 @@ pub fn not_applied(config: &Config, out: &mut Vec<Diagnostic>) {
         out,
     );
     scan(&config.peer_authentications, "PeerAuthentication", out);
+    scan(&config.envoy_filters, "EnvoyFilter", out);
 }
 
 fn scan<S>(objects: &[Object<S>], kind: &str, out: &mut Vec<Diagnostic>) {

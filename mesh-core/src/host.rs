@@ -72,7 +72,10 @@ impl Host {
     /// The short service name and namespace of a Kubernetes service FQDN
     /// (`reviews.default.svc.cluster.local` gives `("reviews", "default")`).
     pub fn service_name_and_namespace(&self) -> Option<(&str, &str)> {
-        let rest = self.0.strip_suffix(DEFAULT_DOMAIN_SUFFIX)?.strip_suffix('.')?;
+        let rest = self
+            .0
+            .strip_suffix(DEFAULT_DOMAIN_SUFFIX)?
+            .strip_suffix('.')?;
         let (name, ns) = rest.split_once('.')?;
         (!ns.contains('.')).then_some((name, ns))
     }
@@ -98,11 +101,12 @@ impl fmt::Debug for Host {
 
 /// Splits an HTTP authority into host and port (`reviews:9080`, `[::1]:80`).
 pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
-    if let Some(rest) = authority.strip_prefix('[') {
-        if let Some((host, tail)) = rest.split_once(']') {
-            let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (host, port);
-        }
+    if let Some((host, tail)) = authority
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+    {
+        let port = tail.strip_prefix(':').and_then(|p| p.parse().ok());
+        return (host, port);
     }
     match authority.rsplit_once(':') {
         Some((host, port)) if !host.contains(':') => match port.parse() {
@@ -120,11 +124,23 @@ mod tests {
 
     #[test]
     fn qualifies_short_names_only() {
-        assert_eq!(Host::qualify("reviews", "default").as_str(), "reviews.default.svc.cluster.local");
-        assert_eq!(Host::qualify("reviews.prod", "default").as_str(), "reviews.prod");
-        assert_eq!(Host::qualify("*.example.com", "x").as_str(), "*.example.com");
+        assert_eq!(
+            Host::qualify("reviews", "default").as_str(),
+            "reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            Host::qualify("reviews.prod", "default").as_str(),
+            "reviews.prod"
+        );
+        assert_eq!(
+            Host::qualify("*.example.com", "x").as_str(),
+            "*.example.com"
+        );
         assert_eq!(Host::qualify("*", "x").as_str(), "*");
-        assert_eq!(Host::qualify("Ratings", "NS").as_str(), "ratings.ns.svc.cluster.local");
+        assert_eq!(
+            Host::qualify("Ratings", "NS").as_str(),
+            "ratings.ns.svc.cluster.local"
+        );
     }
 
     #[test]

@@ -28,7 +28,13 @@ impl Identity {
         let mut parts = rest.split('/');
         let td = parts.next()?;
         let (ns_kw, ns, sa_kw, sa) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || ns_kw != "ns" || sa_kw != "sa" || td.is_empty() || ns.is_empty() || sa.is_empty() {
+        if parts.next().is_some()
+            || ns_kw != "ns"
+            || sa_kw != "sa"
+            || td.is_empty()
+            || ns.is_empty()
+            || sa.is_empty()
+        {
             return None;
         }
         Some(Identity::new(td, ns, sa))
@@ -36,13 +42,20 @@ impl Identity {
 
     /// The principal as AuthorizationPolicy writes it: `td/ns/NS/sa/SA` (no scheme).
     pub fn principal(&self) -> String {
-        format!("{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        format!(
+            "{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
     }
 }
 
 impl fmt::Display for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "spiffe://{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        write!(
+            f,
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
     }
 }
 
@@ -59,9 +72,15 @@ mod tests {
     #[test]
     fn round_trips() {
         let id = Identity::new("cluster.local", "default", "bookinfo-reviews");
-        assert_eq!(id.to_string(), "spiffe://cluster.local/ns/default/sa/bookinfo-reviews");
+        assert_eq!(
+            id.to_string(),
+            "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+        );
         assert_eq!(Identity::parse_spiffe(&id.to_string()), Some(id.clone()));
-        assert_eq!(id.principal(), "cluster.local/ns/default/sa/bookinfo-reviews");
+        assert_eq!(
+            id.principal(),
+            "cluster.local/ns/default/sa/bookinfo-reviews"
+        );
         assert_eq!(Identity::parse_spiffe("spiffe://td/ns/a"), None);
         assert_eq!(Identity::parse_spiffe("https://td/ns/a/sa/b"), None);
     }

@@ -27,7 +27,11 @@ impl Selector {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for Selector {
     fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
-        Selector(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Selector(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 

@@ -51,13 +51,22 @@ pub(crate) fn compile_virtual_service(
     sink: &mut Sink<'_>,
 ) -> Vec<VirtualHost> {
     let spec = &obj.spec;
-    let hosts: Vec<Host> = spec
+    if spec.http.is_empty() && spec.tcp.is_empty() && spec.tls.is_empty() {
+        return Vec::new(); // routes nothing (a warning said so)
+    }
+    let all_hosts: Vec<Host> = spec
         .hosts
         .iter()
         .map(|h| Host::qualify(h, &obj.namespace))
         .collect();
     let mut out = Vec::new();
     for gateway in bound_gateways(obj) {
+        // `*` is refused for sidecars (it would capture every host): ignored there.
+        let hosts: Vec<Host> = all_hosts
+            .iter()
+            .filter(|h| gateway != MESH_GATEWAY || h.as_str() != "*")
+            .cloned()
+            .collect();
         let mut http = Vec::new();
         for (i, route) in spec.http.iter().enumerate() {
             if let Some(r) = compile_http_route(obj, i, route, &gateway, sink) {
@@ -131,7 +140,7 @@ pub(crate) fn compile_virtual_service(
             .collect();
         out.push(VirtualHost {
             gateway,
-            hosts: hosts.clone(),
+            hosts,
             virtual_service: obj.key(),
             namespace: obj.namespace.clone(),
             http,
@@ -163,6 +172,18 @@ fn compile_http_route(
     let mut matches = Vec::new();
     for (j, m) in route.r#match.iter().enumerate() {
         if !gateway_ok(&m.gateways, gateway, &obj.namespace) {
+            continue;
+        }
+        if m.headers
+            .keys()
+            .chain(m.without_headers.keys())
+            .any(|k| k.starts_with('@'))
+        {
+            sink.warn(
+                obj,
+                &format!("{path}.match[{j}].headers"),
+                "JWT claim matches (`@request.auth.claims.*`) are not applied yet: this match never matches".to_owned(),
+            );
             continue;
         }
         matches.push(compile_match(obj, &format!("{path}.match[{j}]"), m, sink)?);
@@ -391,7 +412,12 @@ fn compile_match(
     let method = opt(&m.method, "method", false, sink).ok()?;
     let authority = opt(&m.authority, "authority", false, sink).ok()?;
     let mut headers = Vec::new();
-    for (name, sm) in &m.headers {
+    // Istio ignores the header keys `uri`, `scheme`, `method` and `authority` (they have fields).
+    for (name, sm) in m
+        .headers
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "uri" | "scheme" | "method" | "authority"))
+    {
         headers.push((
             header_name(name, obj, &format!("{path}.headers.{name}"), sink)?,
             header_matcher(sm, obj, &format!("{path}.headers.{name}"), sink)?,
@@ -536,7 +562,8 @@ fn weighted<'a>(
     sink: &mut Sink<'_>,
 ) -> Option<WeightedDestinations> {
     let mut destinations = Vec::new();
-    for (i, (d, weight, headers)) in dests.enumerate() {
+    // A destination without a host (reported) is ignored.
+    for (i, (d, weight, headers)) in dests.enumerate().filter(|(_, (d, ..))| !d.host.is_empty()) {
         destinations.push(RouteDestination {
             destination: destination(obj, d),
             weight: weight.unwrap_or(0).max(0) as u32,

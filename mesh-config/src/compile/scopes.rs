@@ -30,6 +30,16 @@ pub(crate) fn gateway_servers(obj: &Object<Gateway>) -> Vec<GatewayServer> {
     let spec = &obj.spec;
     spec.servers
         .iter()
+        // A SIMPLE or MUTUAL server without a certificate cannot start (reported).
+        .filter(|s| {
+            s.tls.as_ref().is_none_or(|t| {
+                !matches!(t.mode, Some(gw::TlsMode::Simple | gw::TlsMode::Mutual))
+                    || t.credential_name.is_some()
+                    || t.credential_names.as_ref().is_some_and(|c| !c.is_empty())
+                    || t.tls_certificates.as_ref().is_some_and(|c| !c.is_empty())
+                    || (t.server_certificate.is_some() && t.private_key.is_some())
+            })
+        })
         .filter_map(|s| {
             Some(GatewayServer {
                 gateway: obj.key(),

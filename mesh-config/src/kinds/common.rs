@@ -201,3 +201,69 @@ impl Issues {
         self.items.iter().any(|i| i.severity == Severity::Error)
     }
 }
+
+/// Deserializes a list of strings the way Go's YAML reads Kubernetes manifests, for fields of
+/// addresses: in a flow list, `[1.2.3.4, 2001:db8::]` is, by the letter of YAML 1.2, a
+/// one-entry mapping `{"2001:db8:": null}` (a `:` before `]` ends a key), while Go's parser, and so
+/// `kubectl` and Istio, read the string `2001:db8::`. mesh reads it as they do.
+pub fn go_yaml_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct GoString(String);
+
+    impl<'de> Deserialize<'de> for GoString {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = GoString;
+
+                fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    f.write_str("a string")
+                }
+
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GoString, E> {
+                    Ok(GoString(v.to_owned()))
+                }
+
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<GoString, A::Error> {
+                    // `2001:db8::` split at its last `:` into key `2001:db8:` and a null value.
+                    let Some(key) = map.next_key::<String>()? else {
+                        return Err(serde::de::Error::custom(
+                            "expected a string, found an empty mapping",
+                        ));
+                    };
+                    let value: Option<String> = map.next_value()?;
+                    if value.is_some() || map.next_key::<IgnoredAny>()?.is_some() {
+                        return Err(serde::de::Error::custom(
+                            "expected a string, found a mapping",
+                        ));
+                    }
+                    Ok(GoString(format!("{key}:")))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    let items: Vec<GoString> = Vec::deserialize(d)?;
+    Ok(items.into_iter().map(|s| s.0).collect())
+}
+
+#[cfg(test)]
+mod go_yaml_tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    struct T {
+        #[serde(deserialize_with = "super::go_yaml_strings")]
+        a: Vec<String>,
+    }
+
+    #[test]
+    fn ipv6_ending_in_colons_reads_as_go_reads_it() {
+        let t: T = serde_saphyr::from_str("a: [1.2.3.4, 2001:db8::, \"::1\"]\n").unwrap();
+        assert_eq!(t.a, ["1.2.3.4", "2001:db8::", "::1"]);
+        assert!(serde_saphyr::from_str::<T>("a: [{x: y}]\n").is_err());
+    }
+}

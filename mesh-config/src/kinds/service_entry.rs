@@ -25,6 +25,7 @@ pub struct ServiceEntry {
     /// Required, 1 to 256 entries; `*` alone is not allowed.
     pub hosts: Vec<String>,
     /// Virtual IPs or CIDR blocks of the service (at most 256).
+    #[serde(deserialize_with = "super::common::go_yaml_strings")]
     pub addresses: Vec<String>,
     pub ports: Vec<ServicePort>,
     pub location: Location,

@@ -195,10 +195,8 @@ fn map_path_at(tree: &Node, pos: Pos) -> Option<String> {
     let mut path = String::new();
     let mut node = tree;
     loop {
-        if let Node::Map { start, .. } = node {
-            if *start == pos {
-                found = Some(path.clone());
-            }
+        if matches!(node, Node::Map { start, .. } if *start == pos) {
+            found = Some(path.clone());
         }
         let next = match node {
             Node::Map { entries, .. } => entries.iter().find_map(|(k, v)| {

@@ -9,6 +9,7 @@ pub mod source;
 pub mod tree;
 
 mod errors;
+mod lenient;
 mod objects;
 
 use std::{

@@ -194,6 +194,16 @@ fn parse<S: DeserializeOwned + Default>(
     };
     let spec = match envelope.spec {
         Some(spec) => spec,
+        None if spec_required && ctx.tree.get("status").is_some() => {
+            // A stored object (it carries `status`, as `kubectl get -o yaml` prints it) that
+            // defines nothing: say so, and read on.
+            diags.push(ctx.diag_path(
+                "status",
+                Severity::Warning,
+                format!("a {} without spec defines nothing; it is ignored", ctx.kind),
+            ));
+            return None;
+        }
         None if spec_required => {
             diags.push(ctx.diag_path(
                 "spec",
@@ -206,6 +216,7 @@ fn parse<S: DeserializeOwned + Default>(
     };
     let mut issues = Issues::default();
     validate(&spec, &meta(ctx, &envelope.metadata), &mut issues);
+    super::lenient::soften(ctx.kind, &mut issues.items);
     let failed = issues.has_errors();
     report_issues(ctx, issues, diags);
     (!failed).then_some((envelope.metadata, spec))

@@ -16,9 +16,7 @@ pub use security::*;
 
 use crate::{host::Host, labels::Labels};
 
-/// The name of the pseudo-gateway that stands for sidecars and in-process clients, as in
-/// VirtualService `gateways`.
-pub const MESH_GATEWAY: &str = "mesh";
+pub use crate::matching::MESH_GATEWAY;
 
 /// An immutable, validated snapshot of the mesh config.
 #[derive(Debug, Clone, Default)]
@@ -42,7 +40,9 @@ pub struct CompiledMesh {
 impl CompiledMesh {
     /// The service registered for `host` (exact name), if any.
     pub fn service(&self, host: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.hostname.matches(host) && !s.hostname.is_wildcard())
+        self.services
+            .iter()
+            .find(|s| s.hostname.matches(host) && !s.hostname.is_wildcard())
             .or_else(|| {
                 self.services
                     .iter()
@@ -73,7 +73,11 @@ impl CompiledMesh {
     /// The DestinationRule that applies to `host` for a client in `client_namespace`: Istio
     /// looks in the client's namespace first, then the service's, then the root namespace;
     /// within one, an exact host beats a wildcard.
-    pub fn destination_policy(&self, host: &str, client_namespace: &str) -> Option<&DestinationPolicy> {
+    pub fn destination_policy(
+        &self,
+        host: &str,
+        client_namespace: &str,
+    ) -> Option<&DestinationPolicy> {
         let service_ns = self.service(host).map(|s| s.namespace.as_str());
         let candidates = |ns: &str| {
             self.destination_policies

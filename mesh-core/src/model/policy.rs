@@ -66,8 +66,14 @@ impl TrafficPolicy {
     /// `self`'s parts where set, `base`'s otherwise.
     pub fn over(&self, base: &TrafficPolicy) -> TrafficPolicy {
         TrafficPolicy {
-            load_balancer: self.load_balancer.clone().or_else(|| base.load_balancer.clone()),
-            connection_pool: self.connection_pool.clone().or_else(|| base.connection_pool.clone()),
+            load_balancer: self
+                .load_balancer
+                .clone()
+                .or_else(|| base.load_balancer.clone()),
+            connection_pool: self
+                .connection_pool
+                .clone()
+                .or_else(|| base.connection_pool.clone()),
             outlier_detection: self
                 .outlier_detection
                 .clone()
@@ -96,7 +102,11 @@ pub struct ConsistentHash {
 #[derive(Debug, Clone, PartialEq)]
 pub enum HashKey {
     Header(String),
-    Cookie { name: String, path: Option<String>, ttl: Option<Duration> },
+    Cookie {
+        name: String,
+        path: Option<String>,
+        ttl: Option<Duration>,
+    },
     SourceIp,
     QueryParameter(String),
 }
@@ -223,7 +233,9 @@ impl SidecarScope {
         self.egress.iter().any(|l| {
             (l.port.is_none() || l.port == port)
                 && l.hosts.iter().any(|(ns, h)| {
-                    (ns == "*" || ns == host_namespace || (ns == "." && host_namespace == self.namespace))
+                    (ns == "*"
+                        || ns == host_namespace
+                        || (ns == "." && host_namespace == self.namespace))
                         && h.overlaps(host)
                 })
         })

@@ -88,7 +88,10 @@ impl Protocol {
     }
 
     pub fn is_http(self) -> bool {
-        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb)
+        matches!(
+            self,
+            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -180,6 +183,9 @@ impl Endpoint {
     /// Whether the endpoint runs a mesh proxy (Istio's `security.istio.io/tlsMode: istio`
     /// label), which makes auto mTLS use ISTIO_MUTUAL towards it.
     pub fn is_mesh_workload(&self) -> bool {
-        self.labels.get("security.istio.io/tlsMode").map(String::as_str) == Some("istio")
+        self.labels
+            .get("security.istio.io/tlsMode")
+            .map(String::as_str)
+            == Some("istio")
     }
 }

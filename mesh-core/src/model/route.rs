@@ -29,7 +29,8 @@ pub struct VirtualHost {
 impl VirtualHost {
     /// The first route whose matches accept the request (Istio: first match wins).
     pub fn route(&self, req: &crate::matching::RequestView<'_>) -> Option<&HttpRoute> {
-        self.http.iter().find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.matches(req)))
+        crate::matching::first_match(self.http.iter().map(|r| r.matches.as_slice()), req)
+            .map(|i| &self.http[i])
     }
 }
 
@@ -156,9 +157,15 @@ impl RetryPolicy {
         RetryPolicy {
             attempts: 2,
             per_try_timeout: None,
-            retry_on: ["connect-failure", "refused-stream", "unavailable", "cancelled", "retriable-status-codes"]
-                .map(String::from)
-                .to_vec(),
+            retry_on: [
+                "connect-failure",
+                "refused-stream",
+                "unavailable",
+                "cancelled",
+                "retriable-status-codes",
+            ]
+            .map(String::from)
+            .to_vec(),
             retriable_status_codes: Vec::new(),
             retry_remote_localities: false,
             is_default: true,

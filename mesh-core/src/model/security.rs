@@ -14,7 +14,8 @@ impl PolicyScope {
     /// Whether the policy applies to a workload in `namespace` with `labels`, given the mesh's
     /// root namespace.
     pub fn applies_to(&self, root_namespace: &str, namespace: &str, labels: &Labels) -> bool {
-        let ns_ok = self.namespace == namespace || (self.namespace == root_namespace && self.selector.is_none());
+        let ns_ok = self.namespace == namespace
+            || (self.namespace == root_namespace && self.selector.is_none());
         ns_ok && self.selector.as_ref().is_none_or(|s| s.matches(labels))
     }
 

@@ -33,24 +33,10 @@ const REJECTED_ON_PURPOSE: &[(&str, usize, &str)] = &[
          cannot be wildcard)",
     ),
     (
-        "validation/testdata/crds/serviceentry-valid.yaml",
-        0,
-        "YAML dialect: `addresses: [1.2.3.4, 001:db8::]` is, in YAML 1.2 (serde-saphyr), a flow \
-         sequence whose second item is the map `{001:db8:: null}` (a `:` before `]` ends an \
-         implicit key); Go's YAML reads the string \"001:db8::\". Quote the address to be \
-         portable",
-    ),
-    (
         "input-extra-resources/envoyfilter.yaml",
         0,
         "operator test input, never admitted: three configPatches without `patch`; istiod's \
          webhook rejects them (Envoy filter: missing patch)",
-    ),
-    (
-        "analyzers/testdata/deprecation.yaml",
-        0,
-        "analyzer test data for deprecated fields: `workloadLabels` and `filters` are no longer \
-         in the CRD (unknown fields)",
     ),
     (
         "analyzers/testdata/envoy-filter-add-operation.yaml",

@@ -39,6 +39,10 @@ pub struct EnvoyFilter {
     pub config_patches: Vec<EnvoyConfigObjectPatch>,
     /// Order of application among EnvoyFilters in the same context (lower first).
     pub priority: i32,
+    /// `workloadLabels` and `filters`: removed from Istio's API (use `workloadSelector` and
+    /// `configPatches`); accepted and ignored, with a warning.
+    pub workload_labels: Option<serde::de::IgnoredAny>,
+    pub filters: Option<serde::de::IgnoredAny>,
 }
 
 /// One patch: where (`applyTo`, `match`) and what (`patch`).
@@ -96,7 +100,7 @@ impl ApplyTo {
 ///
 /// <https://istio.io/latest/docs/reference/config/networking/envoy-filter/#EnvoyFilter-EnvoyConfigObjectMatch>
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct EnvoyConfigObjectMatch {
     pub context: PatchContext,
     pub proxy: Option<ProxyMatch>,
@@ -105,6 +109,10 @@ pub struct EnvoyConfigObjectMatch {
     pub cluster: Option<ClusterMatch>,
     /// Only with `context: WAYPOINT`, which requires it.
     pub waypoint: Option<WaypointMatch>,
+    /// Fields that are not part of the match. Istio rejects them; mesh applies no patch that
+    /// has them (validation warns), since only local rate limit patches are applied at all.
+    #[serde(flatten)]
+    pub unknown: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 /// <https://istio.io/latest/docs/reference/config/networking/envoy-filter/#EnvoyFilter-PatchContext>

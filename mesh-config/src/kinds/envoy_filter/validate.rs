@@ -111,6 +111,15 @@ fn validate_patch(cp: &EnvoyConfigObjectPatch, base: &str, out: &mut Issues) {
     // The CRD's rules on `match` come first: the API server checks them before the webhook.
     if let Some(m) = &cp.r#match {
         let mpath = format!("{base}.match");
+        for key in m.unknown.keys() {
+            out.error(
+                format!("{mpath}.{key}"),
+                format!(
+                    "unknown field `{key}` in an EnvoyFilter match (valid fields: context, proxy, \
+                     listener, routeConfiguration, cluster, waypoint)"
+                ),
+            );
+        }
         let kinds: Vec<&str> = [
             ("listener", m.listener.is_some()),
             ("routeConfiguration", m.route_configuration.is_some()),

@@ -73,6 +73,10 @@ pub struct HttpRoute {
     /// The same deprecated field, spelled as the proto names it; the CRD accepts both.
     #[serde(default, rename = "mirror_percent")]
     pub mirror_percent_snake: Option<u32>,
+    /// Removed from Istio's API (WebSocket upgrades are always allowed); accepted and ignored,
+    /// with a warning.
+    #[serde(default)]
+    pub websocket_upgrade: Option<serde::de::IgnoredAny>,
     #[serde(default)]
     pub mirror_percentage: Option<Percent>,
     #[serde(default)]
@@ -124,6 +128,9 @@ pub struct HttpMatchRequest {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRouteDestination {
+    /// Required by Istio; a `{}` entry (seen in Istio's own analyzer fixtures) parses and is
+    /// reported by validation.
+    #[serde(default)]
     pub destination: Destination,
     /// Relative share of traffic; `int32` in the proto so that negative values parse and are
     /// rejected by validation with Istio's message.

@@ -1089,16 +1089,6 @@ const VS_KNOWN_INVALID: &[KnownInvalid] = &[
         0,
         "analyzer fixture referencing an internal gateway name with '~', which the webhook rejects",
     ),
-    (
-        "tests/testdata/config/rule-websocket-route.yaml",
-        2,
-        "uses websocketUpgrade, a field removed from the API (the API server drops it as unknown)",
-    ),
-    (
-        "tests/testdata/config/rule-websocket-route.yaml",
-        3,
-        "uses websocketUpgrade, a field removed from the API (the API server drops it as unknown)",
-    ),
 ];
 
 #[test]

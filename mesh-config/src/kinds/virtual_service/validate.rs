@@ -924,10 +924,17 @@ fn validate_authority_rewrite(out: &mut Issues, path: &str, http: &HttpRoute) {
     }
 }
 
-fn validate_weights(out: &mut Issues, path: &str, weights: impl Iterator<Item = Option<i32>>) {
+/// `weights` yields `None` for an entry without a destination host: it is reported elsewhere,
+/// ignored by mesh, and does not count towards the total.
+fn validate_weights(
+    out: &mut Issues,
+    path: &str,
+    weights: impl Iterator<Item = Option<Option<i32>>>,
+) {
     let mut total: i64 = 0;
     let mut count = 0;
     for (i, w) in weights.enumerate() {
+        let Some(w) = w else { continue };
         count += 1;
         let w = w.unwrap_or(0);
         if w < 0 {
@@ -961,7 +968,13 @@ fn validate_http_route_destinations(
             validate_destination(out, &format!("{p}.destination"), &d.destination);
         }
     }
-    validate_weights(out, path, route.iter().map(|d| d.weight));
+    validate_weights(
+        out,
+        path,
+        route
+            .iter()
+            .map(|d| (!d.destination.host.is_empty()).then_some(d.weight)),
+    );
 }
 
 fn validate_route_destinations(
@@ -979,7 +992,13 @@ fn validate_route_destinations(
             );
         }
     }
-    validate_weights(out, path, route.iter().map(|d| d.weight));
+    validate_weights(
+        out,
+        path,
+        route
+            .iter()
+            .map(|d| (!d.destination.host.is_empty()).then_some(d.weight)),
+    );
 }
 
 fn validate_l4_common(
