@@ -271,3 +271,110 @@ fn authorization_without_request_authentication(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Loader;
+
+    /// The analysis warnings for `yaml`, as `"Kind name: message"`.
+    fn warnings(yaml: &str) -> Vec<String> {
+        let report = Loader::new().check_str("t.yaml", yaml);
+        assert!(!report.diagnostics.has_errors(), "{}", report.diagnostics);
+        report
+            .diagnostics
+            .warnings()
+            .map(|d| format!("{} {}: {}", d.kind, d.name, d.message))
+            .collect()
+    }
+
+    const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: reviews}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n---\n";
+    const WORKLOAD: &str = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {name: r1}\nspec: {address: 10.0.0.1, labels: {app: reviews, version: v1}}\n---\n";
+
+    #[test]
+    fn missing_gateways_hosts_and_subsets() {
+        let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews}\nspec:\n  hosts: [reviews]\n  gateways: [mesh, ingress]\n  http:\n  - route: [{destination: {host: reviews, subset: v2}, weight: 1}, {destination: {host: nowhere}, weight: 0}]\n";
+        let w = warnings(&format!("{SERVICE}{vs}"));
+        assert!(w.contains(&"VirtualService reviews: IST0101 Referenced gateway not found: \"default/ingress\": define a Gateway default/ingress or fix the name".to_owned()), "{w:?}");
+        assert!(
+            w.iter().any(|m| m
+                .contains("Referenced host+subset in destinationrule not found: \"reviews+v2\"")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|m| m.contains("Referenced host not found: \"nowhere\"")),
+            "{w:?}"
+        );
+        assert!(
+            !w.iter()
+                .any(|m| m.contains("Referenced host not found: \"reviews\"")),
+            "{w:?}"
+        );
+
+        let fixed = format!(
+            "{SERVICE}{vs}---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: ingress}}\nspec:\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec: {{host: reviews, subsets: [{{name: v2, labels: {{version: v2}}}}]}}\n"
+        );
+        let w = warnings(&fixed);
+        assert!(
+            !w.iter()
+                .any(|m| m.contains("gateway not found") || m.contains("host+subset")),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn two_virtual_services_for_one_host() {
+        let vs = |name: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  http: [{{route: [{{destination: {{host: reviews}}}}]}}]\n---\n"
+            )
+        };
+        let w = warnings(&format!("{SERVICE}{}{}", vs("a"), vs("b")));
+        assert!(w.iter().any(|m| m.starts_with("VirtualService b: IST0109 The VirtualServices default/a,default/b associated with mesh gateway define the same host")), "{w:?}");
+    }
+
+    #[test]
+    fn selectors_that_select_nothing() {
+        let pa = |app: &str| {
+            format!(
+                "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: pa-{app}}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  mtls: {{mode: STRICT}}\n---\n"
+            )
+        };
+        let w = warnings(&format!("{WORKLOAD}{}{}", pa("reviews"), pa("ghost")));
+        let ist0127: Vec<_> = w.iter().filter(|m| m.contains("IST0127")).collect();
+        assert_eq!(ist0127, [&"PeerAuthentication pa-ghost: IST0127 No matching workloads for this resource with the following labels: app=ghost".to_owned()]);
+        // Without any workload in the config, mesh cannot tell: no warning.
+        assert!(!warnings(&pa("ghost")).iter().any(|m| m.contains("IST0127")));
+    }
+
+    #[test]
+    fn request_principals_need_a_request_authentication() {
+        let ap = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: jwt-only}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  rules: [{from: [{source: {requestPrincipals: ['*']}}]}]\n---\n";
+        let w = warnings(ap);
+        assert!(
+            w.iter().any(|m| m
+                .starts_with("AuthorizationPolicy jwt-only: requestPrincipals can never match")),
+            "{w:?}"
+        );
+        let ra = "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt, namespace: istio-system}\nspec:\n  jwtRules: [{issuer: https://issuer.example}]\n";
+        let w = warnings(&format!("{ap}{ra}"));
+        assert!(
+            !w.iter().any(|m| m.contains("can never match")),
+            "a mesh-wide RequestAuthentication covers it: {w:?}"
+        );
+    }
+
+    #[test]
+    fn strict_makes_analysis_an_error() {
+        let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http: [{route: [{destination: {host: r}}]}]\n";
+        assert!(
+            !Loader::new()
+                .check_str("t.yaml", yaml)
+                .diagnostics
+                .has_errors()
+        );
+        let strict = Loader::new().strict(true).check_str("t.yaml", yaml);
+        assert!(strict.diagnostics.has_errors());
+        assert!(strict.into_mesh().is_err());
+    }
+}

@@ -10,6 +10,8 @@ mod registry;
 pub(crate) mod routes;
 mod scopes;
 mod security;
+#[cfg(test)]
+mod tests;
 
 use mesh_core::CompiledMesh;
 

@@ -9,7 +9,7 @@ use mesh_core::{
         HeaderOps, HttpRoute, MESH_GATEWAY, Mirror, Redirect, RedirectPort, RetryPolicy, Rewrite,
         RouteAction, RouteDestination, TcpRoute, TlsRoute, VirtualHost, WeightedDestinations,
     },
-    weighted::WeightedChoice,
+    weighted::{WeightError, WeightedChoice},
 };
 
 use super::Sink;
@@ -358,7 +358,10 @@ fn compile_http_route(
                             return None;
                         }
                     };
-                    Some((re, rr.rewrite.clone().unwrap_or_default()))
+                    Some((
+                        re,
+                        envoy_substitution(rr.rewrite.as_deref().unwrap_or_default()),
+                    ))
                 }
                 None => None,
             },
@@ -575,6 +578,8 @@ fn weighted<'a>(
             destinations,
             choice,
         }),
+        // No destination left: the route is ignored (validation reported why).
+        Err(WeightError::NoDestinations) => None,
         Err(e) => {
             sink.error(obj, path, e.to_string());
             None
@@ -661,4 +666,45 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// Envoy's `regex_rewrite` substitution (RE2 style: `\1` is the first group) in the `regex`
+/// crate's syntax (`${1}`), with a literal `$` escaped.
+fn envoy_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(d) if d.is_ascii_digit() => {
+                    out.push_str("${");
+                    out.push(*d);
+                    out.push('}');
+                    chars.next();
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod substitution_tests {
+    #[test]
+    fn envoy_groups_become_rust_groups() {
+        assert_eq!(super::envoy_substitution("/v2/\\1/\\2"), "/v2/${1}/${2}");
+        assert_eq!(super::envoy_substitution("/cost/$5"), "/cost/$$5");
+        let re = regex::Regex::new("^/v1/(.*)$").unwrap();
+        assert_eq!(
+            re.replace("/v1/items", super::envoy_substitution("/v2/\\1").as_str()),
+            "/v2/items"
+        );
+    }
 }

@@ -37,6 +37,16 @@ const INERT: &[(&str, &str, &str)] = &[
         "the destination without a host is ignored",
     ),
     (
+        "VirtualService",
+        "a route needs at least one destination",
+        "the route is ignored",
+    ),
+    (
+        "VirtualService",
+        "is not a compatible subset of",
+        "the SNI host is matched as written",
+    ),
+    (
         "Gateway",
         "gateway must have at least one server",
         "the Gateway serves nothing",
