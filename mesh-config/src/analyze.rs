@@ -112,18 +112,17 @@ fn virtual_service_references(config: &Config, mesh: &CompiledMesh, out: &mut Ve
 fn conflicting_virtual_services(config: &Config, out: &mut Vec<Diagnostic>) {
     let mut seen: BTreeMap<(String, Host), String> = BTreeMap::new();
     for vs in &config.virtual_services {
-        for gateway in bound_gateways(vs) {
+        // On Gateways Istio merges VirtualServices for the same host; for sidecars it does not.
+        for gateway in bound_gateways(vs).into_iter().filter(|g| g == MESH_GATEWAY) {
             for (i, h) in vs.spec.hosts.iter().enumerate() {
                 let host = Host::qualify(h, &vs.namespace);
-                // Routes that only match paths may merge on gateways; for sidecars they do not.
                 match seen.get(&(gateway.clone(), host.clone())) {
                     Some(first) if *first != vs.key() => out.push(warn(
                         vs,
                         &format!("spec.hosts[{i}]"),
                         format!(
-                            "IST0109 The VirtualServices {first},{} associated with {} define the same host {host:?}: only {first} is used; merge them into one",
+                            "IST0109 The VirtualServices {first},{} associated with mesh gateway define the same host {host:?}: only {first} is used; merge them into one",
                             vs.key(),
-                            if gateway == MESH_GATEWAY { "mesh gateway".to_owned() } else { format!("gateway {gateway}") }
                         ),
                     )),
                     Some(_) => {}

@@ -47,8 +47,9 @@ pub fn compile(config: &Config, opts: &LoadOptions, diags: &mut Vec<Diagnostic>)
     };
     mesh.services = registry::services(config, &mut sink);
     for vs in &config.virtual_services {
-        mesh.virtual_hosts
-            .extend(routes::compile_virtual_service(vs, &mut sink));
+        for vh in routes::compile_virtual_service(vs, &mut sink) {
+            routes::add_virtual_host(&mut mesh.virtual_hosts, vh);
+        }
     }
     mesh.destination_policies = config
         .destination_rules

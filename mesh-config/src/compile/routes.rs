@@ -151,6 +151,24 @@ pub(crate) fn compile_virtual_service(
     out
 }
 
+/// Adds a compiled VirtualService to the table. On a Gateway, Istio merges the routes of
+/// VirtualServices for the same hosts (in load order, the first one's routes first); for
+/// sidecars (`mesh`) it does not (the first one wins, and analysis warns with IST0109).
+pub(crate) fn add_virtual_host(table: &mut Vec<VirtualHost>, vh: VirtualHost) {
+    if vh.gateway != MESH_GATEWAY
+        && let Some(first) = table
+            .iter_mut()
+            .find(|t| t.gateway == vh.gateway && t.hosts == vh.hosts)
+    {
+        first.http.extend(vh.http);
+        first.tcp.extend(vh.tcp);
+        first.tls.extend(vh.tls);
+        first.virtual_service = format!("{},{}", first.virtual_service, vh.virtual_service);
+        return;
+    }
+    table.push(vh);
+}
+
 /// A match's own `gateways` override the VirtualService's.
 fn gateway_ok(match_gateways: &[String], gateway: &str, namespace: &str) -> bool {
     match_gateways.is_empty()

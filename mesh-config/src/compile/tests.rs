@@ -558,3 +558,33 @@ spec: {selector: {istio: ingress}}
     assert!(vh.hosts.is_empty(), "`*` does not capture sidecar traffic");
     assert!(report.mesh.gateways.is_empty());
 }
+
+#[test]
+fn gateways_merge_virtual_services_for_one_host_sidecars_do_not() {
+    let vs = |name: &str, prefix: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}}}\nspec:\n  hosts: [shop.example.com]\n  gateways: [edge, mesh]\n  http:\n  - match: [{{uri: {{prefix: {prefix}}}}}]\n    route: [{{destination: {{host: {name}}}}}]\n---\n"
+        )
+    };
+    let report = Loader::new().check_str(
+        "t.yaml",
+        &format!("{}{}", vs("cart", "/cart"), vs("search", "/search")),
+    );
+    let mesh = report.mesh;
+    let edge = mesh
+        .virtual_host("default/edge", "shop.example.com")
+        .unwrap();
+    assert_eq!(edge.http.len(), 2, "merged on the gateway");
+    assert_eq!(edge.virtual_service, "default/cart,default/search");
+    let sidecar = mesh.virtual_host("mesh", "shop.example.com").unwrap();
+    assert_eq!(
+        sidecar.virtual_service, "default/cart",
+        "the first one wins for sidecars"
+    );
+    let ist0109: Vec<_> = report
+        .diagnostics
+        .warnings()
+        .filter(|d| d.message.starts_with("IST0109"))
+        .collect();
+    assert_eq!(ist0109.len(), 1, "{ist0109:?}");
+}

@@ -113,12 +113,30 @@ impl<'de> Deserialize<'de> for StringMatch {
     }
 }
 
-/// A `selector` of the security kinds (`matchLabels`).
+/// The `matchLabels` form of a workload selector (`istio.type.v1beta1.WorkloadSelector`): the
+/// `selector` of the security kinds and the `workloadSelector` of a DestinationRule.
+///
+/// Istio has two messages named `WorkloadSelector`; this one keeps the name, and the networking
+/// one, whose field is `labels`, is [`NetworkingWorkloadSelector`].
+///
+/// <https://istio.io/latest/docs/reference/config/type/workload-selector/#WorkloadSelector>
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkloadSelector {
     #[serde(default)]
     pub match_labels: BTreeMap<String, String>,
+}
+
+/// The `labels` form of a workload selector (`istio.networking.v1alpha3.WorkloadSelector`): the
+/// `workloadSelector` of a ServiceEntry, a Sidecar and an EnvoyFilter. See [`WorkloadSelector`]
+/// for the `matchLabels` form.
+///
+/// <https://istio.io/latest/docs/reference/config/networking/sidecar/#WorkloadSelector>
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkingWorkloadSelector {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `targetRef` / `targetRefs` (Gateway API policy attachment), as the security kinds take it.

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{
     Issues, Meta,
-    virtual_service::rules::{
+    rules::{
         Protocol, UNIX_ADDRESS_PREFIX, is_dns1123_label, validate_dry_run_annotation,
         validate_ip_address, validate_namespace_slash_wildcard_hostname, validate_port,
         validate_unix_address,
@@ -546,10 +546,10 @@ pub(crate) fn validate_server_tls(out: &mut Issues, p: &str, tls: &ServerTlsSett
 mod tests {
     use super::*;
     use crate::kinds::{
-        Issue, ObjectMeta, from_yaml,
-        virtual_service::tests::{
-            KnownInvalid, assert_error, assert_no_errors, assert_warning, check_corpus, issues,
-        },
+        Issue, ObjectMeta,
+        corpus::{self, Exception},
+        from_yaml,
+        virtual_service::tests::{assert_error, assert_no_errors, assert_warning, issues},
     };
 
     fn gw(yaml: &str) -> Vec<Issue> {
@@ -978,7 +978,7 @@ servers:
     }
 
     /// Gateways in Istio's test data that Istio itself rejects.
-    const GATEWAY_KNOWN_INVALID: &[KnownInvalid] = &[
+    const GATEWAY_KNOWN_INVALID: &[Exception] = &[
         (
             "analyzers/testdata/virtualservice_gateways.yaml",
             0,
@@ -1003,21 +1003,14 @@ servers:
 
     #[test]
     fn gateway_istio_corpus_parses_and_validates() {
-        let Some((checked, failures)) =
-            check_corpus::<Gateway>("Gateway", GATEWAY_KNOWN_INVALID, |s, m, o| s.validate(m, o))
-        else {
-            eprintln!(
-                "note: /work/shared/istio is absent (set MESH_ISTIO_TESTDATA); corpus test skipped"
-            );
-            return;
-        };
-        eprintln!("checked {checked} Gateway documents");
-        assert!(checked > 30, "only {checked} documents found");
-        assert!(
-            failures.is_empty(),
-            "{} failures:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        if let Some(checked) = corpus::check::<Gateway>(
+            "Gateway",
+            corpus::networking_api,
+            corpus::Spec::Optional,
+            Gateway::validate,
+            GATEWAY_KNOWN_INVALID,
+        ) {
+            assert!(checked > 30, "only {checked} documents found");
+        }
     }
 }

@@ -2,17 +2,25 @@
 //! enums, and each kind's admission validation (what the CRD schema, its CEL rules and istiod's
 //! validating webhook reject).
 //!
+//! The rules several kinds share live once, in [`rules`] (names, addresses, labels, durations,
+//! `exportTo`) and [`security`] (what the security kinds share); the tests of every kind walk
+//! Istio's own YAML with one walker, `corpus`.
+//!
 //! Every struct denies unknown fields, so a typo is an error at its position. A spec type is named
 //! as in Istio's API (`VirtualService` is the `spec` of a VirtualService object).
 
 pub mod authorization_policy;
 pub mod common;
+#[cfg(test)]
+pub(crate) mod corpus;
 pub mod destination_rule;
 pub mod envoy_filter;
 pub mod gateway;
 pub mod kube;
 pub mod peer_authentication;
 pub mod request_authentication;
+pub(crate) mod rules;
+pub(crate) mod security;
 pub mod service_entry;
 pub mod sidecar;
 pub mod virtual_service;

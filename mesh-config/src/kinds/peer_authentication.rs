@@ -10,8 +10,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::{
     Issues, Meta,
-    authorization_policy::{deserialize_enum, enum_name, validate_annotations, validate_selector},
     common::WorkloadSelector,
+    security::{deserialize_enum, enum_name, validate_annotations, validate_selector},
 };
 
 /// The `spec` of a PeerAuthentication.
@@ -138,7 +138,7 @@ impl PeerAuthentication {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::{Issue, Severity, authorization_policy::corpus, from_yaml, validate_yaml};
+    use crate::kinds::{Issue, Severity, corpus, from_yaml, validate_yaml};
 
     fn errors(yaml: &str) -> Vec<Issue> {
         validate_yaml::<PeerAuthentication>(yaml, PeerAuthentication::validate)
@@ -319,11 +319,13 @@ portLevelMtls:
 
     #[test]
     fn istio_corpus() {
-        corpus::check::<PeerAuthentication>(
+        let checked = corpus::check::<PeerAuthentication>(
             "PeerAuthentication",
             corpus::security_api,
+            corpus::Spec::Optional,
             PeerAuthentication::validate,
             &[],
         );
+        assert_ne!(checked, Some(0), "no PeerAuthentication document found");
     }
 }

@@ -11,11 +11,10 @@ use serde::{Deserialize, Deserializer};
 
 use super::{
     Issues, Meta,
-    authorization_policy::{
-        deserialize_enum, deserialize_objects, deserialize_optional_objects, enum_name, objects_fn,
-        validate_annotations, validate_policy_attachment,
-    },
     common::{Duration, PolicyTargetReference, WorkloadSelector},
+    security::{
+        deserialize_enum, enum_name, objects_fn, validate_annotations, validate_policy_attachment,
+    },
 };
 
 /// The `spec` of a RequestAuthentication.
@@ -394,7 +393,7 @@ fn validate_claim_to_header(c: &ClaimToHeader, path: &str, out: &mut Issues) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::{Issue, Severity, authorization_policy::corpus, from_yaml, validate_yaml};
+    use crate::kinds::{Issue, Severity, corpus, from_yaml, validate_yaml};
 
     fn errors(yaml: &str) -> Vec<Issue> {
         validate_yaml::<RequestAuthentication>(yaml, RequestAuthentication::validate)
@@ -695,13 +694,19 @@ jwtRules:
 
     #[test]
     fn istio_corpus() {
-        corpus::check::<RequestAuthentication>(
+        let checked = corpus::check::<RequestAuthentication>(
             "RequestAuthentication",
             corpus::security_api,
+            corpus::Spec::Optional,
             RequestAuthentication::validate,
-            // `outputClaimToHeaders: [null]` is rejected while parsing, where the index of the
-            // rule is not known: the message says `outputClaimToHeaders[0] in body must be ...`.
-            &["reqauth-invalid.yaml/invalid-claim-to-header-unset"],
+            &[(
+                "reqauth-invalid.yaml",
+                13,
+                "invalid-claim-to-header-unset: `outputClaimToHeaders: [null]` is rejected while \
+                 parsing, where the index of the rule is not known: the message says \
+                 `outputClaimToHeaders[0] in body must be ...`",
+            )],
         );
+        assert_ne!(checked, Some(0), "no RequestAuthentication document found");
     }
 }

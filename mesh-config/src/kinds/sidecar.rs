@@ -10,17 +10,16 @@ use serde::Deserialize;
 
 use super::{
     Issues, Meta,
-    common::Duration,
+    common::NetworkingWorkloadSelector,
+    destination_rule::{ConnectionPoolSettings, validate_connection_pool},
     gateway::{ServerTlsSettings, TlsMode, validate_server_tls},
-    virtual_service::{
-        Destination,
-        rules::{
-            Protocol, UNIX_ADDRESS_PREFIX, check_duration, validate_destination,
-            validate_dry_run_annotation, validate_fqdn, validate_ip_address,
-            validate_namespace_slash_wildcard_hostname, validate_port, validate_port_name,
-            validate_protocol, validate_unix_address,
-        },
+    rules::{
+        Protocol, UNIX_ADDRESS_PREFIX, validate_dry_run_annotation, validate_fqdn,
+        validate_ip_address, validate_namespace_slash_wildcard_hostname, validate_port,
+        validate_port_name, validate_protocol, validate_selector, validate_unix_address,
+        warn_selector_without_labels,
     },
+    virtual_service::{Destination, rules::validate_destination},
 };
 
 /// The `spec` of a Sidecar.
@@ -30,7 +29,7 @@ use super::{
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Sidecar {
     #[serde(default)]
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<NetworkingWorkloadSelector>,
     #[serde(default)]
     pub ingress: Vec<IstioIngressListener>,
     #[serde(default)]
@@ -39,17 +38,6 @@ pub struct Sidecar {
     pub inbound_connection_pool: Option<ConnectionPoolSettings>,
     #[serde(default)]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
-}
-
-/// The workloads a networking resource applies to, by labels (`labels`, unlike the security
-/// kinds' `matchLabels`).
-///
-/// <https://istio.io/latest/docs/reference/config/networking/sidecar/#WorkloadSelector>
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WorkloadSelector {
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
 }
 
 /// An inbound listener of the workload's proxy.
@@ -136,96 +124,6 @@ pub enum OutboundTrafficPolicyMode {
     AllowAny,
 }
 
-/// Connection limits (as DestinationRule's `connectionPool`); here, for inbound connections.
-///
-/// <https://istio.io/latest/docs/reference/config/networking/destination-rule/#ConnectionPoolSettings>
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct ConnectionPoolSettings {
-    #[serde(default)]
-    pub tcp: Option<TcpSettings>,
-    #[serde(default)]
-    pub http: Option<HttpSettings>,
-}
-
-/// `ConnectionPoolSettings.TCPSettings`.
-///
-/// <https://istio.io/latest/docs/reference/config/networking/destination-rule/#ConnectionPoolSettings-TCPSettings>
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TcpSettings {
-    #[serde(default)]
-    pub max_connections: Option<i32>,
-    #[serde(default)]
-    pub connect_timeout: Option<Duration>,
-    #[serde(default)]
-    pub tcp_keepalive: Option<TcpKeepalive>,
-    #[serde(default)]
-    pub max_connection_duration: Option<Duration>,
-    /// `0s` disables the idle timeout.
-    #[serde(default)]
-    pub idle_timeout: Option<Duration>,
-}
-
-/// `ConnectionPoolSettings.TCPSettings.TcpKeepalive`.
-///
-/// <https://istio.io/latest/docs/reference/config/networking/destination-rule/#ConnectionPoolSettings-TCPSettings-TcpKeepalive>
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct TcpKeepalive {
-    #[serde(default)]
-    pub probes: Option<u32>,
-    #[serde(default)]
-    pub time: Option<Duration>,
-    #[serde(default)]
-    pub interval: Option<Duration>,
-}
-
-/// `ConnectionPoolSettings.HTTPSettings`.
-///
-/// <https://istio.io/latest/docs/reference/config/networking/destination-rule/#ConnectionPoolSettings-HTTPSettings>
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct HttpSettings {
-    #[serde(default)]
-    pub http1_max_pending_requests: Option<i32>,
-    #[serde(default)]
-    pub http2_max_requests: Option<i32>,
-    #[serde(default)]
-    pub max_requests_per_connection: Option<i32>,
-    #[serde(default)]
-    pub max_retries: Option<i32>,
-    #[serde(default)]
-    pub idle_timeout: Option<Duration>,
-    #[serde(default)]
-    pub h2_upgrade_policy: Option<H2UpgradePolicy>,
-    #[serde(default)]
-    pub use_client_protocol: Option<bool>,
-    #[serde(default)]
-    pub max_concurrent_streams: Option<i32>,
-    #[serde(default)]
-    pub http2_keep_alive: Option<Http2KeepAlive>,
-}
-
-/// HTTP/2 PING keepalive of `HTTPSettings`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct Http2KeepAlive {
-    #[serde(default)]
-    pub interval: Option<Duration>,
-    #[serde(default)]
-    pub timeout: Option<Duration>,
-}
-
-/// `ConnectionPoolSettings.HTTPSettings.H2UpgradePolicy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum H2UpgradePolicy {
-    Default,
-    DoNotUpgrade,
-    Upgrade,
-}
-
 // === impl Sidecar ===
 
 impl Sidecar {
@@ -233,7 +131,8 @@ impl Sidecar {
     pub fn validate(&self, meta: &Meta<'_>, out: &mut Issues) {
         validate_dry_run_annotation(meta, out);
         if let Some(selector) = &self.workload_selector {
-            validate_workload_selector(out, selector);
+            validate_selector(selector, "spec.workloadSelector", out);
+            warn_selector_without_labels(selector, "spec.workloadSelector", "sidecar", out);
         }
         if self.egress.is_empty()
             && self.ingress.is_empty()
@@ -252,7 +151,7 @@ impl Sidecar {
             validate_ingress(out, &format!("spec.ingress[{i}]"), listener, &mut ports);
         }
         if let Some(pool) = &self.inbound_connection_pool {
-            validate_connection_pool(out, "spec.inboundConnectionPool", pool);
+            validate_connection_pool(pool, "spec.inboundConnectionPool", out);
         }
 
         let mut ports: Vec<u32> = Vec::new();
@@ -295,46 +194,6 @@ impl Sidecar {
         if let Some(policy) = &self.outbound_traffic_policy {
             validate_outbound_traffic_policy(out, policy);
         }
-    }
-}
-
-fn validate_workload_selector(out: &mut Issues, selector: &WorkloadSelector) {
-    let p = "spec.workloadSelector.labels";
-    if selector.labels.len() > 256 {
-        out.error(
-            p,
-            format!(
-                "must have at most 256 labels (it has {})",
-                selector.labels.len()
-            ),
-        );
-    }
-    for (k, v) in &selector.labels {
-        let kp = format!("{p}.{k}");
-        if k.is_empty() {
-            out.error(
-                &kp,
-                format!("empty key is not supported in selector: \"{k}={v}\""),
-            );
-        }
-        if k.contains('*') || v.contains('*') {
-            out.error(
-                &kp,
-                format!("wildcard is not supported in selector: \"{k}={v}\""),
-            );
-        }
-        if v.len() > 63 {
-            out.error(
-                &kp,
-                format!("may not be longer than 63 characters (it has {})", v.len()),
-            );
-        }
-    }
-    if selector.labels.is_empty() {
-        out.warn(
-            "spec.workloadSelector",
-            "sidecar: workload selector specified without labels, will be applied to all services in namespace",
-        );
     }
 }
 
@@ -439,7 +298,7 @@ fn validate_ingress(
     }
 
     if let Some(pool) = &listener.connection_pool {
-        validate_connection_pool(out, &format!("{p}.connectionPool"), pool);
+        validate_connection_pool(pool, &format!("{p}.connectionPool"), out);
         if pool.http.is_some() && !Protocol::parse(&port.protocol).is_http() {
             out.warn(
                 format!("{p}.connectionPool.http"),
@@ -614,115 +473,15 @@ fn validate_outbound_traffic_policy(out: &mut Issues, policy: &OutboundTrafficPo
     validate_destination(out, &format!("{p}.egressProxy"), proxy);
 }
 
-/// A duration that istiod checks but the CRD does not (`tcp.idleTimeout`); `0s` disables it.
-fn check_idle_timeout(out: &mut Issues, path: &str, d: Duration) {
-    let d = d.get();
-    if d.as_millis() == 0 {
-        return;
-    }
-    if !d.subsec_nanos().is_multiple_of(1_000_000) {
-        out.error(path, "only durations to ms precision are supported");
-    }
-}
-
-/// istiod's connection pool rules (shared with DestinationRule's): at least one of `tcp` and
-/// `http`, no negative limits, durations of at least 1ms.
-pub(crate) fn validate_connection_pool(out: &mut Issues, p: &str, pool: &ConnectionPoolSettings) {
-    if pool.http.is_none() && pool.tcp.is_none() {
-        out.error(
-            p,
-            "connection pool must have at least one field; set tcp or http",
-        );
-        return;
-    }
-    if let Some(http) = &pool.http {
-        let hp = format!("{p}.http");
-        let limits = [
-            (
-                "http1MaxPendingRequests",
-                http.http1_max_pending_requests,
-                "http1 max pending requests must be non-negative",
-            ),
-            (
-                "http2MaxRequests",
-                http.http2_max_requests,
-                "http2 max requests must be non-negative",
-            ),
-            (
-                "maxRequestsPerConnection",
-                http.max_requests_per_connection,
-                "max requests per connection must be non-negative",
-            ),
-            (
-                "maxRetries",
-                http.max_retries,
-                "max retries must be non-negative",
-            ),
-            (
-                "maxConcurrentStreams",
-                http.max_concurrent_streams,
-                "max concurrent streams must be non-negative",
-            ),
-        ];
-        for (field, value, msg) in limits {
-            if value.is_some_and(|v| v < 0) {
-                out.error(format!("{hp}.{field}"), msg);
-            }
-        }
-        if let Some(d) = http.idle_timeout {
-            check_duration(out, &format!("{hp}.idleTimeout"), d);
-        }
-        if http.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
-            && http.use_client_protocol == Some(true)
-        {
-            out.error(
-                format!("{hp}.useClientProtocol"),
-                "use client protocol must not be true when H2UpgradePolicy is UPGRADE",
-            );
-        }
-        if let Some(ka) = &http.http2_keep_alive {
-            for (field, value) in [("interval", ka.interval), ("timeout", ka.timeout)] {
-                if let Some(d) = value {
-                    check_duration(out, &format!("{hp}.http2KeepAlive.{field}"), d);
-                }
-            }
-        }
-    }
-    if let Some(tcp) = &pool.tcp {
-        let tp = format!("{p}.tcp");
-        if tcp.max_connections.is_some_and(|v| v < 0) {
-            out.error(
-                format!("{tp}.maxConnections"),
-                "max connections must be non-negative",
-            );
-        }
-        if let Some(d) = tcp.connect_timeout {
-            check_duration(out, &format!("{tp}.connectTimeout"), d);
-        }
-        if let Some(d) = tcp.max_connection_duration {
-            check_duration(out, &format!("{tp}.maxConnectionDuration"), d);
-        }
-        if let Some(d) = tcp.idle_timeout {
-            check_idle_timeout(out, &format!("{tp}.idleTimeout"), d);
-        }
-        if let Some(ka) = &tcp.tcp_keepalive {
-            for (field, value) in [("time", ka.time), ("interval", ka.interval)] {
-                if let Some(d) = value {
-                    check_duration(out, &format!("{tp}.tcpKeepalive.{field}"), d);
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kinds::{
-        Issue, from_yaml,
-        virtual_service::tests::{
-            KnownInvalid, assert_error, assert_no_errors, assert_warning, check_corpus, issues,
-        },
+        Issue,
+        corpus::{self, Exception},
+        destination_rule::H2UpgradePolicy,
+        from_yaml,
+        virtual_service::tests::{assert_error, assert_no_errors, assert_warning, issues},
     };
 
     fn sc(yaml: &str) -> Vec<Issue> {
@@ -787,7 +546,7 @@ outboundTrafficPolicy:
         );
         assert_eq!(
             pool.http.as_ref().unwrap().h2_upgrade_policy,
-            Some(H2UpgradePolicy::DoNotUpgrade)
+            H2UpgradePolicy::DoNotUpgrade
         );
         assert_eq!(spec.egress[2].port.as_ref().map(|p| p.number), None);
         let policy = spec.outbound_traffic_policy.as_ref().unwrap();
@@ -1105,25 +864,18 @@ outboundTrafficPolicy:
     }
 
     /// Sidecars in Istio's test data that Istio itself rejects.
-    const SIDECAR_KNOWN_INVALID: &[KnownInvalid] = &[];
+    const SIDECAR_KNOWN_INVALID: &[Exception] = &[];
 
     #[test]
     fn sidecar_istio_corpus_parses_and_validates() {
-        let Some((checked, failures)) =
-            check_corpus::<Sidecar>("Sidecar", SIDECAR_KNOWN_INVALID, |s, m, o| s.validate(m, o))
-        else {
-            eprintln!(
-                "note: /work/shared/istio is absent (set MESH_ISTIO_TESTDATA); corpus test skipped"
-            );
-            return;
-        };
-        eprintln!("checked {checked} Sidecar documents");
-        assert!(checked > 5, "only {checked} documents found");
-        assert!(
-            failures.is_empty(),
-            "{} failures:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        if let Some(checked) = corpus::check::<Sidecar>(
+            "Sidecar",
+            corpus::networking_api,
+            corpus::Spec::Optional,
+            Sidecar::validate,
+            SIDECAR_KNOWN_INVALID,
+        ) {
+            assert!(checked > 5, "only {checked} documents found");
+        }
     }
 }

@@ -13,12 +13,11 @@ use serde::Deserialize;
 
 use super::common::{Duration, PortSelector, WorkloadSelector};
 
-pub(crate) mod checks;
-#[cfg(test)]
-pub(crate) mod corpus;
 #[cfg(test)]
 mod tests;
 mod validate;
+
+pub(crate) use validate::validate_connection_pool;
 
 /// The `spec` of a DestinationRule.
 ///

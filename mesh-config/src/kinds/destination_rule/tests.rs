@@ -1,7 +1,7 @@
 use std::time::Duration as StdDuration;
 
 use super::*;
-use crate::kinds::{Issue, Severity, from_yaml, validate_yaml};
+use crate::kinds::{Issue, Severity, corpus, from_yaml, validate_yaml};
 
 fn issues(yaml: &str) -> Vec<Issue> {
     validate_yaml::<DestinationRule>(yaml, DestinationRule::validate)
@@ -695,9 +695,11 @@ fn retry_budget_percent_is_a_percentage() {
 
 #[test]
 fn istio_corpus_destination_rules() {
-    super::corpus::check_corpus::<DestinationRule>(
+    corpus::check::<DestinationRule>(
         "DestinationRule",
-        false,
+        corpus::networking_api,
+        corpus::Spec::Optional,
         DestinationRule::validate,
+        &[],
     );
 }

@@ -7,17 +7,19 @@ use std::{
     net::IpAddr,
 };
 
-use super::checks::{
-    DurationRule, ExportToOf, check_duration, is_dns1123_label, port_range_error,
-    validate_export_to, validate_fqdn, validate_labels, validate_match_labels,
-    validate_wildcard_domain,
-};
 use super::{
     ClientTlsSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
     LoadBalancerSettings, LocalityLoadBalancerSetting, OutlierDetection, PortTrafficPolicy,
     TlsMode, TrafficPolicy, TunnelSettings,
 };
-use crate::kinds::{Issues, Meta};
+use crate::kinds::{
+    Issues, Meta,
+    rules::{
+        DurationRule, ExportToOf, check_duration, is_dns1123_label, port_range_error,
+        validate_export_to, validate_fqdn, validate_labels, validate_match_labels,
+        validate_wildcard_domain,
+    },
+};
 
 impl DestinationRule {
     /// Checks what Istio rejects when the object is applied (the CRD schema, its CEL rules and
@@ -283,7 +285,10 @@ fn validate_outlier_detection(od: &OutlierDetection, base: &str, out: &mut Issue
     }
 }
 
-fn validate_connection_pool(cp: &ConnectionPoolSettings, base: &str, out: &mut Issues) {
+/// istiod's connection pool rules (DestinationRule's `connectionPool`, and Sidecar's
+/// `inboundConnectionPool` and ingress `connectionPool`): at least one of `tcp` and `http`, no
+/// negative limits, durations of at least 1ms.
+pub(crate) fn validate_connection_pool(cp: &ConnectionPoolSettings, base: &str, out: &mut Issues) {
     if cp.http.is_none() && cp.tcp.is_none() {
         out.error(
             base,

@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::common::PolicyTargetReference;
-use super::service_entry::WorkloadSelector;
+use super::common::{NetworkingWorkloadSelector, PolicyTargetReference};
 
 mod local_rate_limit;
 #[cfg(test)]
@@ -33,7 +32,7 @@ pub use local_rate_limit::{
 pub struct EnvoyFilter {
     /// Exclusive with `targetRefs`; none of both applies the patches to every workload in the
     /// namespace (or the whole mesh from the root namespace).
-    pub workload_selector: Option<WorkloadSelector>,
+    pub workload_selector: Option<NetworkingWorkloadSelector>,
     /// At most 16; exclusive with `workloadSelector`.
     pub target_refs: Vec<PolicyTargetReference>,
     pub config_patches: Vec<EnvoyConfigObjectPatch>,

@@ -3,13 +3,15 @@
 //! Envoy object to reject malformed values; mesh does that only for the local rate limit filter,
 //! the one patch it applies.
 
-use std::sync::LazyLock;
-
 use regex::Regex;
 
 use super::{ApplyTo, EnvoyConfigObjectPatch, EnvoyFilter, Operation, PatchContext};
-use crate::kinds::service_entry::{too_long, too_many, validate_selector};
-use crate::kinds::{Issues, Meta};
+use crate::kinds::{
+    Issues, Meta,
+    rules::{
+        GROUP_RE, KIND_RE, too_long, too_many, validate_selector, warn_selector_without_labels,
+    },
+};
 
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 
@@ -26,13 +28,6 @@ const DEPRECATED_FILTER_NAMES: &[(&str, &str)] = &[
     ("envoy.grpc_web", "envoy.filters.http.grpc_web"),
     ("envoy.health_check", "envoy.filters.http.health_check"),
 ];
-
-static GROUP_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-        .expect("valid regex")
-});
-static KIND_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$").expect("valid regex"));
 
 impl EnvoyFilter {
     /// Checks what Istio rejects when the object is applied (the CRD schema, its CEL rules and
@@ -52,7 +47,8 @@ impl EnvoyFilter {
             );
         }
         if let Some(sel) = &self.workload_selector {
-            validate_selector(sel, "spec.workloadSelector", "Envoy filter", out);
+            validate_selector(sel, "spec.workloadSelector", out);
+            warn_selector_without_labels(sel, "spec.workloadSelector.labels", "Envoy filter", out);
         }
         self.validate_target_refs(out);
         for (i, cp) in self.config_patches.iter().enumerate() {

@@ -1,12 +1,14 @@
-//! Tests of the VirtualService model and validation, and the corpus walker shared with the
-//! Gateway and Sidecar tests.
+//! Tests of the VirtualService model and validation, and the assertions the Gateway and Sidecar
+//! tests share.
 
-use std::path::{Path, PathBuf};
-
-use serde::{Deserialize, de::DeserializeOwned, de::IgnoredAny};
+use serde::de::DeserializeOwned;
 
 use super::*;
-use crate::kinds::{Issue, Issues, Meta, ObjectMeta, Severity, from_yaml, validate_yaml};
+use crate::kinds::{
+    Issue, Issues, Meta, ObjectMeta, Severity,
+    corpus::{self, Exception},
+    from_yaml, validate_yaml,
+};
 
 // === helpers (shared with gateway and sidecar tests) ===
 
@@ -48,138 +50,6 @@ pub(crate) fn assert_no_errors(issues: &[Issue]) {
         .filter(|i| i.severity == Severity::Error)
         .collect();
     assert!(errors.is_empty(), "expected no errors, got {errors:#?}");
-}
-
-/// A whole Kubernetes object, for the corpus test: the spec is parsed as `S`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct Object<S> {
-    pub api_version: String,
-    pub kind: String,
-    pub metadata: ObjectMeta,
-    pub spec: S,
-    #[serde(default, rename = "status")]
-    pub _status: Option<IgnoredAny>,
-}
-
-fn istio_testdata() -> Option<PathBuf> {
-    let dir = std::env::var_os("MESH_ISTIO_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/istio"));
-    dir.is_dir().then_some(dir)
-}
-
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            walk(&path, files);
-        } else {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".yaml.golden") {
-                files.push(path);
-            }
-        }
-    }
-}
-
-/// A document Istio's own test data holds on purpose although Istio rejects it: the file (path
-/// suffix), the document's index in it, and why.
-pub(crate) type KnownInvalid = (&'static str, usize, &'static str);
-
-/// Parses and validates every networking.istio.io document of `kind` in Istio's corpus and
-/// samples (outside `*-invalid.yaml`), and returns the number checked and one line per document
-/// that fails and is not in `known_invalid`. Documents in `known_invalid` must fail (a note is
-/// printed for each), so the list stays honest. `None` when the test data is absent.
-pub(crate) fn check_corpus<S: DeserializeOwned>(
-    kind: &str,
-    known_invalid: &[KnownInvalid],
-    validate: impl Fn(&S, &Meta<'_>, &mut Issues),
-) -> Option<(usize, Vec<String>)> {
-    let root = istio_testdata()?;
-    let mut files = Vec::new();
-    walk(&root.join("corpus"), &mut files);
-    walk(&root.join("samples"), &mut files);
-    files.sort();
-    let kind_line = format!("kind: {kind}");
-    let mut checked = 0;
-    let mut failures = Vec::new();
-    for file in files {
-        if file.to_string_lossy().ends_with("-invalid.yaml") {
-            continue;
-        }
-        let Ok(text) = std::fs::read_to_string(&file) else {
-            continue;
-        };
-        let mut docs = vec![String::new()];
-        for line in text.lines() {
-            if line.trim_end() == "---" {
-                docs.push(String::new());
-            } else {
-                let doc = docs.last_mut().expect("one document at least");
-                doc.push_str(line);
-                doc.push('\n');
-            }
-        }
-        for (n, doc) in docs.iter().enumerate() {
-            let is_kind = doc.lines().any(|l| l.trim_end() == kind_line);
-            let is_istio = doc
-                .lines()
-                .any(|l| l.starts_with("apiVersion: networking.istio.io/"));
-            if !is_kind || !is_istio {
-                continue;
-            }
-            checked += 1;
-            let at = format!("{}#{n}", file.display());
-            let known = known_invalid
-                .iter()
-                .find(|(suffix, doc, _)| *doc == n && file.to_string_lossy().ends_with(suffix));
-            let mut problems = Vec::new();
-            let obj: Object<S> = match serde_saphyr::from_str(doc) {
-                Ok(obj) => obj,
-                Err(e) => {
-                    problems.push(format!("{at}: does not parse: {}", e.without_snippet()));
-                    report(known, problems, &mut failures, &at);
-                    continue;
-                }
-            };
-            assert_eq!(obj.kind, kind);
-            assert!(obj.api_version.starts_with("networking.istio.io/"));
-            let meta = Meta {
-                name: obj.metadata.name.as_deref().unwrap_or(""),
-                namespace: obj.metadata.namespace.as_deref().unwrap_or("default"),
-                metadata: &obj.metadata,
-            };
-            let mut out = Issues::default();
-            validate(&obj.spec, &meta, &mut out);
-            for issue in out.items.iter().filter(|i| i.severity == Severity::Error) {
-                problems.push(format!(
-                    "{at} {}: {}: {}",
-                    meta.name, issue.path, issue.message
-                ));
-            }
-            report(known, problems, &mut failures, &at);
-        }
-    }
-    Some((checked, failures))
-}
-
-fn report(
-    known: Option<&KnownInvalid>,
-    problems: Vec<String>,
-    failures: &mut Vec<String>,
-    at: &str,
-) {
-    match known {
-        Some((_, _, why)) if problems.is_empty() => {
-            failures.push(format!("{at}: listed as known invalid ({why}) but passes"));
-        }
-        Some((_, _, why)) => eprintln!("note: known invalid ({why}):\n  {}", problems.join("\n  ")),
-        None => failures.extend(problems),
-    }
 }
 
 // === VirtualService ===
@@ -1048,7 +918,7 @@ fn virtual_service_gateway_semantics_relax_destinations() {
 
 /// VirtualServices in Istio's test data that Istio itself rejects (analyzer fixtures that are
 /// broken on purpose, objects istiod generates internally, fields removed from the API).
-const VS_KNOWN_INVALID: &[KnownInvalid] = &[
+const VS_KNOWN_INVALID: &[Exception] = &[
     (
         "kube/gateway/testdata/mesh.yaml.golden",
         10,
@@ -1093,22 +963,13 @@ const VS_KNOWN_INVALID: &[KnownInvalid] = &[
 
 #[test]
 fn virtual_service_istio_corpus_parses_and_validates() {
-    let Some((checked, failures)) =
-        check_corpus::<VirtualService>("VirtualService", VS_KNOWN_INVALID, |s, m, o| {
-            s.validate(m, o)
-        })
-    else {
-        eprintln!(
-            "note: /work/shared/istio is absent (set MESH_ISTIO_TESTDATA); corpus test skipped"
-        );
-        return;
-    };
-    eprintln!("checked {checked} VirtualService documents");
-    assert!(checked > 100, "only {checked} documents found");
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    if let Some(checked) = corpus::check::<VirtualService>(
+        "VirtualService",
+        corpus::networking_api,
+        corpus::Spec::Optional,
+        VirtualService::validate,
+        VS_KNOWN_INVALID,
+    ) {
+        assert!(checked > 100, "only {checked} documents found");
+    }
 }

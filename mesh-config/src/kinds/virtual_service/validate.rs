@@ -8,7 +8,7 @@ use super::{
     HttpRoute, HttpRouteDestination, RouteDestination, TcpRoute, TlsRoute, VirtualService,
     rules::*,
 };
-use crate::kinds::{Issues, Meta, common::StringMatch};
+use crate::kinds::{Issues, Meta, common::StringMatch, rules::*};
 
 // === string matches ===
 
@@ -192,7 +192,7 @@ impl VirtualService {
         for (i, route) in self.tcp.iter().enumerate() {
             validate_tcp_route(out, &format!("spec.tcp[{i}]"), route, gateway_semantics);
         }
-        validate_export_to(out, "spec.exportTo", meta.namespace, &self.export_to);
+        validate_export_to(meta.namespace, &self.export_to, ExportToOf::Other, out);
         self.warn_unreachable_rules(out);
     }
 
@@ -398,7 +398,7 @@ fn validate_http_route(
         }
         if let Some(max_age) = cors.max_age {
             let mp = format!("{p}.maxAge");
-            check_duration(out, &mp, max_age);
+            check_duration(out, &mp, Some(max_age), DurationRule::CelAndWebhook);
             if max_age.get().subsec_nanos() > 0 {
                 out.error(mp, "max_age duration is accurate only to seconds precision");
             }
@@ -489,7 +489,12 @@ fn validate_http_route(
     validate_authority_rewrite(out, path, http);
     validate_http_route_destinations(out, path, &http.route, gateway_semantics);
     if let Some(timeout) = http.timeout {
-        check_duration(out, &format!("{path}.timeout"), timeout);
+        check_duration(
+            out,
+            &format!("{path}.timeout"),
+            Some(timeout),
+            DurationRule::CelAndWebhook,
+        );
     }
 }
 
@@ -618,7 +623,7 @@ fn validate_http_match(out: &mut Issues, p: &str, m: &HttpMatchRequest) {
     {
         out.error(format!("{p}.port"), e);
     }
-    for e in validate_labels(&m.source_labels) {
+    for (_, e) in label_errors(&m.source_labels) {
         out.error(format!("{p}.sourceLabels"), e);
     }
     validate_gateway_names(out, &format!("{p}.gateways"), &m.gateways, false);
@@ -708,11 +713,16 @@ fn validate_fault(out: &mut Issues, p: &str, fault: &HttpFaultInjection) {
             out.error(&dp, "only one of fixedDelay or exponentialDelay can be set");
         }
         if let Some(d) = delay.fixed_delay {
-            check_duration(out, &format!("{dp}.fixedDelay"), d);
+            check_duration(
+                out,
+                &format!("{dp}.fixedDelay"),
+                Some(d),
+                DurationRule::CelAndWebhook,
+            );
         }
         if let Some(d) = delay.exponential_delay {
             let ep = format!("{dp}.exponentialDelay");
-            check_duration(out, &ep, d);
+            check_duration(out, &ep, Some(d), DurationRule::CelAndWebhook);
             out.error(ep, "exponentialDelay not supported yet; use fixedDelay");
         }
     }
@@ -838,7 +848,12 @@ fn validate_retry(out: &mut Issues, p: &str, r: &HttpRetry) {
         );
     }
     if let Some(d) = r.per_try_timeout {
-        check_duration(out, &format!("{p}.perTryTimeout"), d);
+        check_duration(
+            out,
+            &format!("{p}.perTryTimeout"),
+            Some(d),
+            DurationRule::CelAndWebhook,
+        );
     }
     if !retry_on.is_empty() {
         const POLICIES: [&str; 16] = [
@@ -870,7 +885,12 @@ fn validate_retry(out: &mut Issues, p: &str, r: &HttpRetry) {
         }
     }
     if let Some(d) = r.backoff {
-        check_duration(out, &format!("{p}.backoff"), d);
+        check_duration(
+            out,
+            &format!("{p}.backoff"),
+            Some(d),
+            DurationRule::CelAndWebhook,
+        );
     }
 }
 
@@ -1019,7 +1039,7 @@ fn validate_l4_common(
     {
         out.error(format!("{p}.port"), e);
     }
-    for e in validate_labels(labels) {
+    for (_, e) in label_errors(labels) {
         out.error(format!("{p}.sourceLabels"), e);
     }
     validate_gateway_names(out, &format!("{p}.gateways"), gateways, false);
