@@ -10,7 +10,10 @@ pub mod identity;
 pub mod labels;
 pub mod matching;
 pub mod model;
+pub mod outlier;
 pub mod percent;
+pub mod retry;
+pub mod token_bucket;
 pub mod weighted;
 
 pub use host::Host;
