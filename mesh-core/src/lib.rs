@@ -4,6 +4,7 @@
 //! (does this request match, which destination, which endpoint) and the types they decide on.
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod balance;
 pub mod duration;
 pub mod host;

@@ -93,6 +93,8 @@ pub(crate) fn authorization_policy(
                 not_remote_ip_blocks: nets(&s.not_remote_ip_blocks, "notRemoteIpBlocks", sink),
                 service_accounts: s.service_accounts.clone(),
                 not_service_accounts: s.not_service_accounts.clone(),
+                trust_domains: s.trust_domains.clone(),
+                not_trust_domains: s.not_trust_domains.clone(),
             });
         }
         let to = rule

@@ -19,6 +19,21 @@ impl PolicyScope {
         ns_ok && self.selector.as_ref().is_none_or(|s| s.matches(labels))
     }
 
+    /// Whether an AuthorizationPolicy with this scope applies to a workload in `namespace` with
+    /// `labels`. Unlike [`applies_to`](Self::applies_to), a selector in the root namespace
+    /// selects workloads in every namespace, as the AuthorizationPolicy reference says of
+    /// `selector`: "If the authorization policy is in the root namespace, the selector will
+    /// additionally match with workloads in all namespaces."
+    pub fn applies_to_authorization(
+        &self,
+        root_namespace: &str,
+        namespace: &str,
+        labels: &Labels,
+    ) -> bool {
+        (self.namespace == namespace || self.namespace == root_namespace)
+            && self.selector.as_ref().is_none_or(|s| s.matches(labels))
+    }
+
     /// Istio's precedence: workload selector beats namespace beats mesh-wide.
     pub fn precedence(&self, root_namespace: &str) -> u8 {
         match (&self.selector, self.namespace == root_namespace) {
@@ -91,6 +106,9 @@ pub struct Source {
     pub not_remote_ip_blocks: Vec<ipnet::IpNet>,
     pub service_accounts: Vec<String>,
     pub not_service_accounts: Vec<String>,
+    /// `trustDomains`: the peer certificate's trust domain (exact, prefix, suffix, presence).
+    pub trust_domains: Vec<String>,
+    pub not_trust_domains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
