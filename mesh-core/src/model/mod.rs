@@ -56,18 +56,29 @@ impl CompiledMesh {
     /// host matches most specifically; an exact name beats a wildcard, a longer wildcard a
     /// shorter one, and among equals the one loaded first wins (Istio's oldest-first rule).
     pub fn virtual_host(&self, gateway: &str, host: &str) -> Option<&VirtualHost> {
-        let mut best: Option<(&VirtualHost, (bool, usize))> = None;
-        for vh in self.virtual_hosts.iter().filter(|vh| vh.gateway == gateway) {
+        self.virtual_host_index(gateway, host)
+            .map(|i| &self.virtual_hosts[i])
+    }
+
+    /// The index in `virtual_hosts` of what [`CompiledMesh::virtual_host`] returns.
+    pub fn virtual_host_index(&self, gateway: &str, host: &str) -> Option<usize> {
+        let mut best: Option<(usize, (bool, usize))> = None;
+        for (i, vh) in self
+            .virtual_hosts
+            .iter()
+            .enumerate()
+            .filter(|(_, vh)| vh.gateway == gateway)
+        {
             for h in &vh.hosts {
                 if h.matches(host) {
                     let spec = h.specificity();
                     if best.is_none_or(|(_, s)| spec > s) {
-                        best = Some((vh, spec));
+                        best = Some((i, spec));
                     }
                 }
             }
         }
-        best.map(|(vh, _)| vh)
+        best.map(|(i, _)| i)
     }
 
     /// The DestinationRule that applies to `host` for a client in `client_namespace`: Istio

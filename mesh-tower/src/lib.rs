@@ -1,0 +1,18 @@
+//! Istio's traffic policies as tower layers, assembled by [`MeshStack`].
+//!
+//! Every layer reads the compiled config ([`mesh_core::CompiledMesh`]) from a live
+//! [`MeshHandle`], once per request: a reload changes routing without rebuilding the stack, and
+//! a request in flight finishes on the snapshot it started with. Failures become the responses
+//! Envoy would give ([`error`]).
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod endpoint;
+pub mod error;
+pub mod route;
+pub mod snapshot;
+mod stack;
+
+pub use error::MeshError;
+pub use snapshot::MeshHandle;
+pub use stack::{MeshService, MeshStack};

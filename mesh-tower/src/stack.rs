@@ -1,0 +1,218 @@
+//! The stack builder: the one place that knows the order of the layers.
+//!
+//! ```text
+//! outbound (client side):
+//!   request ─► edge (box the body; errors become responses, as DESIGN.md's table says)
+//!           ─► route (VirtualService match, weighted destination, redirect, directResponse,
+//!                     rewrite, header operations)
+//!           ─► upstream (subset endpoints, DestinationRule load balancer, pooled HTTP/1.1 or
+//!                        HTTP/2 client)
+//! ```
+//!
+//! The per-route layers (fault, timeout, retries with per-try timeout, mirroring, CORS,
+//! connection-pool limits and outlier detection) sit between route and upstream as they land.
+
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use mesh_core::{Labels, model::MESH_GATEWAY};
+use tower::{Layer, Service, util::BoxCloneService};
+
+use crate::{
+    body::{self, BoxError, MeshBody},
+    endpoint::{Upstream, UpstreamConnector},
+    error::{error_to_response, is_grpc},
+    route::{ClientIdentity, RouteLayer},
+    snapshot::MeshHandle,
+};
+
+/// A cloneable `Service<http::Request<B>>` that never fails: mesh failures are responses.
+pub type MeshService<B> = BoxCloneService<Request<B>, Response<MeshBody>, Infallible>;
+
+/// Builds the mesh stacks.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower::{Service, ServiceExt};
+/// let mesh = mesh_config::load(["mesh/"])?;
+/// let mut client = mesh_tower::MeshStack::outbound(&mesh)
+///     .namespace("default")
+///     .workload_labels([("app", "productpage")])
+///     .build::<http_body_util::Empty<bytes::Bytes>>();
+/// let req = http::Request::get("http://reviews:9080/reviews/0").body(Default::default())?;
+/// let res = client.ready().await?.call(req).await?;
+/// println!("{}", res.status());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct MeshStack<C = crate::endpoint::HttpConnector> {
+    handle: MeshHandle,
+    client: ClientIdentity,
+    upstream: Upstream<C>,
+}
+
+impl MeshStack {
+    /// The client side: routes requests by their authority, as a sidecar's outbound listener.
+    pub fn outbound(mesh: impl Into<MeshHandle>) -> Self {
+        MeshStack {
+            handle: mesh.into(),
+            client: ClientIdentity::default(),
+            upstream: Upstream::new(),
+        }
+    }
+}
+
+impl<C: UpstreamConnector> MeshStack<C> {
+    /// The client workload's namespace (short hosts are qualified in it; `sourceNamespace`).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.client.namespace = namespace.into();
+        self
+    }
+
+    /// The client workload's labels (`sourceLabels` matches, Sidecar selection).
+    pub fn workload_labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.client.labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect::<Labels>();
+        self
+    }
+
+    /// Route as the named Gateway (`namespace/name`) instead of as a sidecar.
+    pub fn gateway(mut self, gateway: impl Into<String>) -> Self {
+        self.client.gateway = gateway.into();
+        self
+    }
+
+    /// Sends to endpoints through `connector` (the TLS seam).
+    pub fn connector<C2: UpstreamConnector>(self, connector: C2) -> MeshStack<C2> {
+        MeshStack {
+            handle: self.handle,
+            client: self.client,
+            upstream: Upstream::with_connector(connector),
+        }
+    }
+
+    /// Builds the stack for request bodies of type `B`.
+    pub fn build<B>(self) -> MeshService<B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if self.client.gateway.is_empty() {
+            // An empty gateway name would match nothing; mean the sidecar.
+            return MeshStack {
+                client: ClientIdentity {
+                    gateway: MESH_GATEWAY.into(),
+                    ..self.client
+                },
+                ..self
+            }
+            .build();
+        }
+        let inner = RouteLayer::new(self.handle, self.client).layer(self.upstream);
+        BoxCloneService::new(Edge {
+            inner,
+            not_ready: None,
+        })
+    }
+}
+
+/// The edge of the stack: boxes the body and turns every error into its response.
+#[derive(Debug)]
+struct Edge<S> {
+    inner: S,
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Edge<S> {
+    fn clone(&self) -> Self {
+        Edge {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+impl<S, B> Service<Request<B>> for Edge<S>
+where
+    S: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<MeshBody>;
+    type Error = Infallible;
+    type Future = EdgeFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The inner layers are always ready; a readiness error would be a response too, but
+        // there is no request to answer yet, so it is reported on the next call.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Err(err)) => {
+                self.not_ready = Some(err);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let grpc = is_grpc(&req);
+        let state = match self.not_ready.take() {
+            Some(err) => EdgeState::Failed { err: Some(err) },
+            None => EdgeState::Call {
+                fut: self.inner.call(req.map(body::boxed)),
+            },
+        };
+        EdgeFuture { state, grpc }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The edge's response: the stack's, or the response for its error.
+    pub struct EdgeFuture<F> {
+        #[pin]
+        state: EdgeState<F>,
+        grpc: bool,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = EdgeStateProj]
+    enum EdgeState<F> {
+        Call { #[pin] fut: F },
+        Failed { err: Option<BoxError> },
+    }
+}
+
+impl<F> std::future::Future for EdgeFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<MeshBody>, BoxError>>,
+{
+    type Output = Result<Response<MeshBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let grpc = *this.grpc;
+        match this.state.project() {
+            EdgeStateProj::Call { fut } => Poll::Ready(Ok(match std::task::ready!(fut.poll(cx)) {
+                Ok(res) => res,
+                Err(err) => error_to_response(err, grpc),
+            })),
+            EdgeStateProj::Failed { err } => Poll::Ready(Ok(error_to_response(
+                err.take().expect("polled after completion"),
+                grpc,
+            ))),
+        }
+    }
+}
