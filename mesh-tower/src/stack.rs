@@ -21,7 +21,7 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use mesh_core::{Labels, model::MESH_GATEWAY};
-use tower::{Layer, Service, util::BoxCloneService};
+use tower::{Service, util::BoxCloneService};
 
 use crate::{
     body::{self, BoxError, MeshBody},
@@ -118,7 +118,15 @@ impl<C: UpstreamConnector> MeshStack<C> {
             }
             .build();
         }
-        let inner = RouteLayer::new(self.handle, self.client).layer(self.upstream);
+        // The order of the layers, outermost first (see the diagram above). Each per-route
+        // layer reads the RouteCtx the router put in the request.
+        let inner = tower::ServiceBuilder::new()
+            .layer(RouteLayer::new(self.handle, self.client))
+            // [fault]
+            // [timeout]
+            // [retry]
+            // [circuit breaking]
+            .service(self.upstream);
         BoxCloneService::new(Edge {
             inner,
             not_ready: None,

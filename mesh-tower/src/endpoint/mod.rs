@@ -61,6 +61,35 @@ impl<C: UpstreamConnector> Upstream<C> {
     }
 }
 
+/// The endpoints earlier attempts of this request went to. The retry layer puts one in the
+/// request's extensions (shared by every attempt); the upstream records each pick in it and,
+/// as Istio's default retry policy asks (`retry_host_predicate: previous_hosts`), prefers an
+/// endpoint not tried before when there is one.
+#[derive(Clone, Debug, Default)]
+pub struct TriedEndpoints(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl TriedEndpoints {
+    /// The `host:port` of every endpoint picked so far, in order.
+    pub fn list(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn record(&self, authority: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(authority.to_owned());
+    }
+
+    fn contains(&self, authority: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|a| a == authority)
+    }
+}
+
 /// Where one request goes.
 #[derive(Debug)]
 struct Picked {
@@ -128,6 +157,17 @@ fn upstream_uri(uri: &Uri, authority: &str) -> Result<Uri, BoxError> {
     Ok(Uri::from_parts(parts)?)
 }
 
+/// `address:port` of an endpoint for a service port.
+fn endpoint_authority(
+    ep: &mesh_core::model::Endpoint,
+    port: &mesh_core::model::ServicePort,
+) -> String {
+    match &ep.address {
+        EndpointAddress::Ip(ip) => join(&ip.to_string(), ep.port_for(port)),
+        EndpointAddress::Dns(name) | EndpointAddress::Unix(name) => join(name, ep.port_for(port)),
+    }
+}
+
 fn join(host: &str, port: u16) -> String {
     if host.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6()) {
         format!("[{host}]:{port}")
@@ -180,11 +220,22 @@ fn pick(
     let traffic = policy
         .map(|p| p.policy_for(dest.subset.as_deref(), Some(port.number)))
         .unwrap_or_default();
-    let endpoints: Vec<_> = service
+    let mut endpoints: Vec<_> = service
         .endpoints
         .iter()
         .filter(|e| subset.is_none_or(|s| s.selector.matches(&e.labels)))
         .collect();
+    let tried = req.extensions().get::<TriedEndpoints>();
+    if let Some(tried) = tried {
+        let untried: Vec<_> = endpoints
+            .iter()
+            .copied()
+            .filter(|e| !tried.contains(&endpoint_authority(e, port)))
+            .collect();
+        if !untried.is_empty() {
+            endpoints = untried;
+        }
+    }
     let (index, guard) = balancers
         .pick(
             snapshot.version,
@@ -196,17 +247,17 @@ fn pick(
         )
         .ok_or_else(unavailable)?;
     let ep = endpoints[index];
-    let authority = match &ep.address {
-        EndpointAddress::Ip(ip) => join(&ip.to_string(), ep.port_for(port)),
-        EndpointAddress::Dns(name) => join(name, ep.port_for(port)),
-        EndpointAddress::Unix(path) => {
-            return Err(MeshError::UpstreamConnect {
-                endpoint: format!("unix://{path}"),
-                source: "unix domain socket endpoints are not supported yet".into(),
-            }
-            .into());
+    if let EndpointAddress::Unix(path) = &ep.address {
+        return Err(MeshError::UpstreamConnect {
+            endpoint: format!("unix://{path}"),
+            source: "unix domain socket endpoints are not supported yet".into(),
         }
-    };
+        .into());
+    }
+    let authority = endpoint_authority(ep, port);
+    if let Some(tried) = tried {
+        tried.record(&authority);
+    }
     let h2 = matches!(port.protocol, Protocol::Http2 | Protocol::Grpc)
         || traffic
             .connection_pool
