@@ -107,6 +107,23 @@ impl<C: UpstreamConnector> MeshStack<C> {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let upstream = self.upstream.clone();
+        self.build_over(upstream)
+    }
+
+    /// Builds the stack over `leaf` instead of the HTTP upstream: the service that receives
+    /// each routed request (with its [`RouteCtx`](crate::route::RouteCtx) in the extensions).
+    /// For in-memory services, tests and benchmarks.
+    pub fn build_over<B, L>(self, leaf: L) -> MeshService<B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        L: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
+            + Clone
+            + Send
+            + 'static,
+        L::Future: Send + 'static,
+    {
         if self.client.gateway.is_empty() {
             // An empty gateway name would match nothing; mean the sidecar.
             return MeshStack {
@@ -116,7 +133,7 @@ impl<C: UpstreamConnector> MeshStack<C> {
                 },
                 ..self
             }
-            .build();
+            .build_over(leaf);
         }
         // The order of the layers, outermost first (see the diagram above). Each per-route
         // layer reads the RouteCtx the router put in the request.
@@ -126,7 +143,7 @@ impl<C: UpstreamConnector> MeshStack<C> {
             // [timeout]
             // [retry]
             // [circuit breaking]
-            .service(self.upstream);
+            .service(leaf);
         BoxCloneService::new(Edge {
             inner,
             not_ready: None,
