@@ -10,6 +10,111 @@ use crate::{
 /// `(kind, path pattern, what to say)`. In patterns, `[*]` is any index and `*` any map key.
 const NOT_APPLIED: &[(&str, &str, &str)] = &[
     (
+        "DestinationRule",
+        "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+        "maxConnectionDuration is not applied yet (hyper's pool has no such setting)",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+        "tcpKeepalive is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.connectionPool.http.maxConcurrentStreams",
+        "maxConcurrentStreams is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.connectionPool.http.useClientProtocol",
+        "useClientProtocol is not applied yet: the port's protocol decides HTTP/1.1 or HTTP/2",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+        "http2KeepAlive is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration",
+        "maxConnectionDuration is not applied yet (hyper's pool has no such setting)",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.portLevelSettings[*].connectionPool.tcp.tcpKeepalive",
+        "tcpKeepalive is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.portLevelSettings[*].connectionPool.http.maxConcurrentStreams",
+        "maxConcurrentStreams is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.portLevelSettings[*].connectionPool.http.useClientProtocol",
+        "useClientProtocol is not applied yet: the port's protocol decides HTTP/1.1 or HTTP/2",
+    ),
+    (
+        "DestinationRule",
+        "spec.trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive",
+        "http2KeepAlive is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+        "maxConnectionDuration is not applied yet (hyper's pool has no such setting)",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.connectionPool.tcp.tcpKeepalive",
+        "tcpKeepalive is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.connectionPool.http.maxConcurrentStreams",
+        "maxConcurrentStreams is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.connectionPool.http.useClientProtocol",
+        "useClientProtocol is not applied yet: the port's protocol decides HTTP/1.1 or HTTP/2",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.connectionPool.http.http2KeepAlive",
+        "http2KeepAlive is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.tcp.maxConnectionDuration",
+        "maxConnectionDuration is not applied yet (hyper's pool has no such setting)",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.tcp.tcpKeepalive",
+        "tcpKeepalive is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.maxConcurrentStreams",
+        "maxConcurrentStreams is not applied yet",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.useClientProtocol",
+        "useClientProtocol is not applied yet: the port's protocol decides HTTP/1.1 or HTTP/2",
+    ),
+    (
+        "DestinationRule",
+        "spec.subsets[*].trafficPolicy.portLevelSettings[*].connectionPool.http.http2KeepAlive",
+        "http2KeepAlive is not applied yet",
+    ),
+    (
+        "VirtualService",
+        "spec.http[*].retries.retryRemoteLocalities",
+        "retryRemoteLocalities is ignored: mesh has no localities",
+    ),
+    (
         "VirtualService",
         "spec.http[*].delegate",
         "VirtualService delegation is not applied yet",
@@ -197,6 +302,22 @@ pub(crate) fn path_matches(pattern: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::path_matches;
+
+    #[test]
+    fn fields_not_applied_are_named() {
+        let report = crate::Loader::new().check_str(
+            "t.yaml",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      connectionPool: {tcp: {tcpKeepalive: {time: 10s}}}\n",
+        );
+        let w: Vec<_> = report
+            .diagnostics
+            .warnings()
+            .map(|d| (d.line, d.message.clone()))
+            .collect();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].0, 10);
+        assert!(w[0].1.starts_with("spec.subsets[0].trafficPolicy.connectionPool.tcp.tcpKeepalive: tcpKeepalive is not applied yet"), "{w:?}");
+    }
 
     #[test]
     fn patterns() {
