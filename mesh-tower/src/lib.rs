@@ -7,11 +7,16 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
+pub mod cors;
 pub mod endpoint;
 pub mod error;
+pub mod fault;
+pub mod mirror;
+pub mod retry;
 pub mod route;
 pub mod snapshot;
 mod stack;
+pub mod timeout;
 
 pub use error::MeshError;
 pub use snapshot::MeshHandle;

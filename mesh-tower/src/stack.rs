@@ -5,12 +5,22 @@
 //!   request ─► edge (box the body; errors become responses, as DESIGN.md's table says)
 //!           ─► route (VirtualService match, weighted destination, redirect, directResponse,
 //!                     rewrite, header operations)
-//!           ─► upstream (subset endpoints, DestinationRule load balancer, pooled HTTP/1.1 or
-//!                        HTTP/2 client)
+//!           ─► cors (`corsPolicy`: preflights answered here, CORS headers on responses)
+//!           ─► fault (`fault`: delay, then abort; independent percentages)
+//!           ─► timeout (`timeout`, or `x-envoy-upstream-rq-timeout-ms`: from the end of the
+//!                       request body until the end of the response body, retries included)
+//!           ─► mirror (`mirror`/`mirrors`: fire-and-forget copies, Host `...-shadow`, sent
+//!                      below with no route policies; bodies teed up to 64 KiB)
+//!           ─► retry (the route's `retries`, or Istio's default policy: per-try timeout,
+//!                     jittered back-off, retry budget, request body replayed up to 64 KiB;
+//!                     each retry prefers an endpoint not tried before)
+//!           ─► upstream (subset endpoints, DestinationRule load balancer with outlier
+//!                        ejection, connection-pool limits as circuit breakers failing fast
+//!                        with 503 overflow, pooled HTTP/1.1 or HTTP/2 client)
 //! ```
 //!
-//! The per-route layers (fault, timeout, retries with per-try timeout, mirroring, CORS,
-//! connection-pool limits and outlier detection) sit between route and upstream as they land.
+//! Connection-pool limits and outlier detection live in the upstream, per destination cluster
+//! (host, subset, port), below the retry layer: each attempt counts on its own, as in Envoy.
 
 use std::{
     convert::Infallible,
@@ -34,21 +44,113 @@ use crate::{
 /// A cloneable `Service<http::Request<B>>` that never fails: mesh failures are responses.
 pub type MeshService<B> = BoxCloneService<Request<B>, Response<MeshBody>, Infallible>;
 
-/// Builds the mesh stacks.
+/// Builds the mesh stacks: Istio's YAML in, a tower `Service` out.
 ///
-/// ```no_run
-/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use tower::{Service, ServiceExt};
-/// let mesh = mesh_config::load(["mesh/"])?;
-/// let mut client = mesh_tower::MeshStack::outbound(&mesh)
+/// Two versions of `reviews` run on loopback ports; a DestinationRule names them as subsets
+/// and a VirtualService sends every request to `v2`, as in Istio's
+/// [request routing](https://istio.io/latest/docs/tasks/traffic-management/request-routing/)
+/// task:
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use bytes::Bytes;
+/// # use http_body_util::{BodyExt, Empty, Full};
+/// # use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let (v1, v2) = (serve("v1").await?, serve("v2").await?); // each answers with its name
+/// let yaml = format!(
+///     r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata:
+///   name: reviews
+/// spec:
+///   hosts:
+///   - reviews.example.internal
+///   location: MESH_INTERNAL
+///   resolution: STATIC
+///   ports:
+///   - number: 9080
+///     name: http
+///     protocol: HTTP
+///   endpoints:
+///   - address: 127.0.0.1
+///     ports:
+///       http: {v1}
+///     labels:
+///       version: v1
+///   - address: 127.0.0.1
+///     ports:
+///       http: {v2}
+///     labels:
+///       version: v2
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata:
+///   name: reviews
+/// spec:
+///   host: reviews.example.internal
+///   subsets:
+///   - name: v1
+///     labels:
+///       version: v1
+///   - name: v2
+///     labels:
+///       version: v2
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata:
+///   name: reviews
+/// spec:
+///   hosts:
+///   - reviews.example.internal
+///   http:
+///   - route:
+///     - destination:
+///         host: reviews.example.internal
+///         subset: v2
+/// "#
+/// );
+/// let mesh = mesh_config::Loader::new()
+///     .check_str("reviews.yaml", &yaml)
+///     .into_mesh()?;
+///
+/// let client = mesh_tower::MeshStack::outbound(&mesh)
 ///     .namespace("default")
 ///     .workload_labels([("app", "productpage")])
-///     .build::<http_body_util::Empty<bytes::Bytes>>();
-/// let req = http::Request::get("http://reviews:9080/reviews/0").body(Default::default())?;
-/// let res = client.ready().await?.call(req).await?;
-/// println!("{}", res.status());
-/// # Ok(()) }
+///     .build();
+///
+/// let req = http::Request::get("http://reviews.example.internal:9080/reviews/0")
+///     .body(Empty::<Bytes>::new())?;
+/// let res = client.oneshot(req).await?;
+/// assert_eq!(res.status(), 200);
+/// assert_eq!(res.into_body().collect().await?.to_bytes(), "v2");
+/// # Ok(())
+/// # }
+/// #
+/// # /// An HTTP/1.1 server on an ephemeral loopback port that answers `name`; its port.
+/// # async fn serve(name: &'static str) -> std::io::Result<u16> {
+/// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// #     let port = listener.local_addr()?.port();
+/// #     tokio::spawn(async move {
+/// #         while let Ok((stream, _)) = listener.accept().await {
+/// #             let svc = hyper::service::service_fn(move |_req| async move {
+/// #                 Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(name))))
+/// #             });
+/// #             let conn = hyper::server::conn::http1::Builder::new()
+/// #                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+/// #             tokio::spawn(conn);
+/// #         }
+/// #     });
+/// #     Ok(port)
+/// # }
 /// ```
+///
+/// Failures are responses too (404 `no-route`, 503 `no-healthy-upstream`, ...: see
+/// [`MeshError`](crate::MeshError)), so the service's error type is `Infallible`.
 #[derive(Debug, Clone)]
 pub struct MeshStack<C = crate::endpoint::HttpConnector> {
     handle: MeshHandle,
@@ -139,10 +241,13 @@ impl<C: UpstreamConnector> MeshStack<C> {
         // layer reads the RouteCtx the router put in the request.
         let inner = tower::ServiceBuilder::new()
             .layer(RouteLayer::new(self.handle, self.client))
-            // [fault]
-            // [timeout]
-            // [retry]
-            // [circuit breaking]
+            .layer(crate::cors::CorsLayer::new())
+            .layer(crate::fault::FaultLayer::new())
+            .layer(crate::timeout::TimeoutLayer::new())
+            // Envoy mirrors in its router, after the fault filter: an aborted request is not
+            // mirrored, and the copy is bounded by the route timeout.
+            .layer(crate::mirror::MirrorLayer::new())
+            .layer(crate::retry::RetryLayer::new())
             .service(leaf);
         BoxCloneService::new(Edge {
             inner,

@@ -1,28 +1,31 @@
 //! Load-balancer state shared by every clone of the stack: round-robin positions, in-flight
-//! counts for least request, consistent-hash tables. Keyed by config version, destination and
-//! port, so a reload starts from fresh tables and old ones age out.
+//! counts for least request, consistent-hash tables. Keyed by config version and cluster
+//! (destination host, subset, port), so a reload starts from fresh tables and old ones age out.
+//!
+//! Every table is built from the cluster's whole endpoint list; what may be picked (not ejected
+//! by outlier detection, not tried before by this request) is the per-pick `eligible` set, as
+//! mesh-core's balancers take it.
 
 use std::{
     collections::HashMap,
-    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
-    task::{Context, Poll},
 };
 
-use bytes::Bytes;
-use http::Request;
+use http::{HeaderValue, Request};
 use mesh_core::{
     balance::{Candidate, LeastRequest, Maglev, RingHash, RoundRobin, hash_key, random},
-    model::{Destination, Endpoint, HashAlgorithm, HashKey, LoadBalancer},
+    model::{ConsistentHash, Endpoint, HashAlgorithm, HashKey, LoadBalancer},
 };
+
+use super::ClusterKey;
 
 /// Tables kept per destination; at most this many, oldest versions dropped first.
 const MAX_TABLES: usize = 4096;
 
-type Key = (u64, String, Option<String>, u16);
+type Key = (u64, ClusterKey);
 
 #[derive(Debug, Default)]
 pub struct Balancers {
@@ -47,72 +50,101 @@ impl Drop for InFlight {
     }
 }
 
-fn endpoint_key(e: &Endpoint) -> String {
-    e.address.to_string()
+/// The endpoint a balancer picked.
+#[derive(Debug)]
+pub(crate) struct Pick {
+    /// Index in the cluster's endpoint list.
+    pub index: usize,
+    /// Held while the request is in flight (least request).
+    pub in_flight: Option<InFlight>,
+    /// A `Set-Cookie` value to add to the response (consistent hash on a cookie the request did
+    /// not carry, with a `ttl`).
+    pub set_cookie: Option<HeaderValue>,
+}
+
+/// The endpoints of one cluster as a balancer sees them for one pick: the whole list (the
+/// built tables are made from it, once per config version), their `host:port` keys, and which
+/// may be picked now.
+#[derive(Debug)]
+pub(crate) struct PickSet<'a> {
+    pub version: u64,
+    pub cluster: &'a ClusterKey,
+    pub endpoints: &'a [&'a Endpoint],
+    pub authorities: &'a [String],
+    pub eligible: &'a [bool],
 }
 
 impl Balancers {
-    /// Picks one of `endpoints` for `dest` as `lb` says (Istio's default: least request).
+    /// Picks an eligible endpoint of `set` as `lb` says (Istio's default: least request).
+    /// `None` when none is eligible.
     pub(crate) fn pick<B>(
         &self,
-        version: u64,
-        dest: &Destination,
-        port: u16,
-        endpoints: &[&Endpoint],
+        set: &PickSet<'_>,
         lb: Option<&LoadBalancer>,
         req: &Request<B>,
-    ) -> Option<(usize, Option<InFlight>)> {
-        if endpoints.is_empty() {
+    ) -> Option<Pick> {
+        let PickSet {
+            version,
+            cluster,
+            endpoints,
+            authorities,
+            eligible,
+        } = *set;
+        if !eligible.iter().any(|e| *e) {
             return None;
         }
-        let key = || (version, dest.host.to_string(), dest.subset.clone(), port);
-        let index = match lb {
+        let ok = |i: usize| eligible[i];
+        let key = || (version, cluster.clone());
+        let candidates = || -> Vec<Candidate> {
+            endpoints
+                .iter()
+                .zip(eligible)
+                .map(|(e, ok)| {
+                    let c = Candidate::new(e.weight);
+                    if *ok { c } else { c.ejected() }
+                })
+                .collect()
+        };
+        let picked = |index| Pick {
+            index,
+            in_flight: None,
+            set_cookie: None,
+        };
+        match lb {
             Some(LoadBalancer::RoundRobin) => {
                 let mut tables = self.round_robin.lock().unwrap_or_else(|e| e.into_inner());
                 evict(&mut tables, version);
-                tables
+                let rr = tables
                     .entry(key())
-                    .or_insert_with(|| RoundRobin::new(endpoints.iter().map(|e| e.weight)))
-                    .pick(|_| true)?
+                    .or_insert_with(|| RoundRobin::new(endpoints.iter().map(|e| e.weight)));
+                rr.pick(ok).map(picked)
             }
             Some(LoadBalancer::Random) | Some(LoadBalancer::Passthrough) => {
-                let candidates: Vec<Candidate> =
-                    endpoints.iter().map(|e| Candidate::new(e.weight)).collect();
-                random(&candidates, fastrand::u64(..))?
+                random(&candidates(), fastrand::u64(..)).map(picked)
             }
             Some(LoadBalancer::ConsistentHash(ch)) => {
-                let table = {
-                    let mut tables = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
-                    evict(&mut tables, version);
-                    tables
-                        .entry(key())
-                        .or_insert_with(|| {
-                            let keyed = endpoints.iter().map(|e| (endpoint_key(e), e.weight));
-                            Arc::new(match ch.algorithm {
-                                HashAlgorithm::RingHash { minimum_ring_size } => {
-                                    HashTable::Ring(RingHash::new(keyed, minimum_ring_size))
-                                }
-                                HashAlgorithm::Maglev { table_size } => {
-                                    match Maglev::new(keyed.clone(), table_size) {
-                                        Ok(m) => HashTable::Maglev(m),
-                                        // Validation rejects bad sizes; fall back to the default.
-                                        Err(_) => HashTable::Maglev(
-                                            Maglev::new(keyed, 0).expect("default table size"),
-                                        ),
-                                    }
-                                }
-                            })
-                        })
-                        .clone()
-                };
-                match request_hash(&ch.key, req) {
-                    Some(h) => match &*table {
-                        HashTable::Ring(r) => r.pick(h, |_| true)?,
-                        HashTable::Maglev(m) => m.pick(h, |_| true)?,
+                let table = self.hash_table(key(), ch, authorities, endpoints, version);
+                let (hash, set_cookie) = match request_hash(&ch.key, req) {
+                    Some(h) => (Some(h), None),
+                    None => match generate_cookie(&ch.key) {
+                        Some((value, header)) => (Some(hash_key(value.as_bytes())), Some(header)),
+                        None => (None, None),
                     },
-                    // No key in the request (no header, cookie...): any endpoint, as Envoy.
-                    None => fastrand::usize(..endpoints.len()),
-                }
+                };
+                let index = match hash {
+                    Some(h) => match &*table {
+                        HashTable::Ring(r) => r.pick(h, ok)?,
+                        HashTable::Maglev(m) => m.pick(h, ok)?,
+                    },
+                    // No key in the request (no header, no cookie and no ttl...): any
+                    // endpoint, as Envoy.
+                    None => random(&candidates(), fastrand::u64(..))?,
+                };
+                Some(Pick {
+                    index,
+                    in_flight: None,
+                    set_cookie,
+                })
             }
             Some(LoadBalancer::LeastRequest) | None => {
                 let counters: Vec<Arc<AtomicU64>> = {
@@ -120,24 +152,61 @@ impl Balancers {
                     if map.len() > MAX_TABLES {
                         map.retain(|_, c| Arc::strong_count(c) > 1);
                     }
-                    endpoints
+                    authorities
                         .iter()
-                        .map(|e| map.entry(endpoint_key(e)).or_default().clone())
+                        .map(|a| map.entry(a.clone()).or_default().clone())
                         .collect()
                 };
-                let candidates: Vec<Candidate> = endpoints
-                    .iter()
+                let candidates: Vec<Candidate> = candidates()
+                    .into_iter()
                     .zip(&counters)
-                    .map(|(e, c)| {
-                        Candidate::new(e.weight).with_active_requests(c.load(Ordering::Relaxed))
-                    })
+                    .map(|(c, n)| c.with_active_requests(n.load(Ordering::Relaxed)))
                     .collect();
                 let i = LeastRequest::new().pick(&candidates, fastrand::u64(..))?;
                 counters[i].fetch_add(1, Ordering::Relaxed);
-                return Some((i, Some(InFlight(counters[i].clone()))));
+                Some(Pick {
+                    index: i,
+                    in_flight: Some(InFlight(counters[i].clone())),
+                    set_cookie: None,
+                })
             }
-        };
-        Some((index, None))
+        }
+    }
+
+    fn hash_table(
+        &self,
+        key: Key,
+        ch: &ConsistentHash,
+        authorities: &[String],
+        endpoints: &[&Endpoint],
+        version: u64,
+    ) -> Arc<HashTable> {
+        let mut tables = self.hashes.lock().unwrap_or_else(|e| e.into_inner());
+        evict(&mut tables, version);
+        tables
+            .entry(key)
+            .or_insert_with(|| {
+                // Endpoints are keyed by `host:port`: two endpoints on one address differ.
+                let keyed = authorities
+                    .iter()
+                    .zip(endpoints)
+                    .map(|(a, e)| (a.as_bytes(), e.weight));
+                Arc::new(match ch.algorithm {
+                    HashAlgorithm::RingHash { minimum_ring_size } => {
+                        HashTable::Ring(RingHash::new(keyed, minimum_ring_size))
+                    }
+                    HashAlgorithm::Maglev { table_size } => {
+                        match Maglev::new(keyed.clone(), table_size) {
+                            Ok(m) => HashTable::Maglev(m),
+                            // Validation rejects bad sizes; fall back to the default.
+                            Err(_) => HashTable::Maglev(
+                                Maglev::new(keyed, 0).expect("default table size"),
+                            ),
+                        }
+                    }
+                })
+            })
+            .clone()
     }
 }
 
@@ -167,7 +236,7 @@ fn request_hash<B>(key: &HashKey, req: &Request<B>) -> Option<u64> {
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
             .find(|(k, _)| k == name)
-            .map(|(_, v)| hash_key(v.as_bytes())),
+            .map(|(_, v)| hash_key(unquote(v).as_bytes())),
         HashKey::SourceIp => req
             .headers()
             .get("x-forwarded-for")
@@ -183,42 +252,37 @@ fn request_hash<B>(key: &HashKey, req: &Request<B>) -> Option<u64> {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// A response body that holds its endpoint's in-flight count until it is done.
-    pub struct GuardedBody<B> {
-        #[pin]
-        inner: B,
-        guard: Option<InFlight>,
-    }
+/// A cookie value without the double quotes a server may have put around it.
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .unwrap_or(v)
 }
 
-impl<B> GuardedBody<B> {
-    pub fn new(inner: B, guard: Option<InFlight>) -> Self {
-        GuardedBody { inner, guard }
+/// For `httpCookie` with a `ttl`, when the request has no such cookie: a new random value and
+/// the `Set-Cookie` that gives it to the client. Envoy: "If the cookie is not present and ttl
+/// below is not set, no hash will be produced. If the cookie is not present and ttl is set, the
+/// generator will generate a cookie with the given ttl"; "If the TTL is present and zero, the
+/// generated cookie will be a session cookie."
+pub(crate) fn generate_cookie(key: &HashKey) -> Option<(String, HeaderValue)> {
+    let HashKey::Cookie {
+        name,
+        path,
+        ttl: Some(ttl),
+    } = key
+    else {
+        return None;
+    };
+    let value = format!("{:016x}", fastrand::u64(..));
+    let mut cookie = format!("{name}={value}");
+    if let Some(path) = path {
+        cookie.push_str(&format!("; Path={path}"));
     }
-}
-
-impl<B: http_body::Body<Data = Bytes>> http_body::Body for GuardedBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
-            this.guard.take();
-        }
-        polled
+    if !ttl.is_zero() {
+        // Max-Age is whole seconds; a sub-second ttl still lasts a second.
+        cookie.push_str(&format!("; Max-Age={}", ttl.as_secs().max(1)));
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+    cookie.push_str("; HttpOnly");
+    let header = HeaderValue::from_str(&cookie).ok()?;
+    Some((value, header))
 }

@@ -1,5 +1,5 @@
 //! The leaf of the outbound stack: pick an endpoint of the routed destination and send the
-//! request to it.
+//! request to it, under the DestinationRule's resilience settings.
 //!
 //! The destination's service (from the snapshot's registry), its subset (a DestinationRule
 //! subset, resolved to a label selector), the port, and the load balancer of the merged traffic
@@ -7,9 +7,33 @@
 //! goes over a pooled hyper client, HTTP/2 for gRPC and HTTP2 ports (or when the rule's
 //! `h2UpgradePolicy` is UPGRADE), HTTP/1.1 otherwise. Bodies stream both ways; trailers pass.
 //! The `Host` header keeps the authority the client used, as Envoy does.
+//!
+//! Per cluster (destination host, subset and port, what Istio makes an Envoy cluster), shared
+//! by every clone of the stack:
+//! - `outlierDetection` (`outliers.rs`): every attempt's outcome is recorded; the balancer skips
+//!   ejected endpoints; when all are ejected the answer is 503 `no-healthy-upstream` (unless
+//!   `minHealthPercent` puts the set in panic, when all endpoints are used).
+//! - `connectionPool` limits (`circuit.rs`, Envoy's circuit breakers): `http2MaxRequests` caps
+//!   requests in flight (HTTP/1.1 and HTTP/2); `tcp.maxConnections` caps HTTP/1.1 requests in
+//!   flight, each holding a connection, and requests beyond it wait (pending) only up to
+//!   `http1MaxPendingRequests`; `maxRetries` caps retries in flight ([`RetryAttempt`]). Over a
+//!   limit the answer is 503 `overflow` at once.
+//! - `connectionPool` client settings ([`ClientSettings`]): connect timeout, idle timeout,
+//!   keep-alive.
+//! - `loadBalancer.consistentHash.httpCookie` with a `ttl`: a request without the cookie gets a
+//!   generated one, in a `Set-Cookie` on the response, so the client sticks to the endpoint.
+//!
+//! Not applied (hyper-util has no setting for them): `maxRequestsPerConnection` above 1 (1
+//! disables keep-alive, which is applied), `maxConcurrentStreams`, `tcp.maxConnectionDuration`,
+//! `tcp.tcpKeepalive` (a connector setting: a custom connector can set it), and
+//! `useClientProtocol`.
 
 mod balancers;
+mod circuit;
 mod connect;
+mod outliers;
+#[cfg(test)]
+mod tests;
 
 use std::{
     net::IpAddr,
@@ -18,12 +42,23 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response, Uri, header::HOST, uri::Scheme};
-use mesh_core::model::{EndpointAddress, Protocol};
+use http::{
+    HeaderValue, Request, Response, StatusCode, Uri,
+    header::{HOST, SET_COOKIE},
+    uri::Scheme,
+};
+use mesh_core::{
+    model::{EndpointAddress, Protocol},
+    outlier::Outcome,
+};
 use tower::Service;
 
 pub use balancers::Balancers;
-pub use connect::{HttpClients, HttpConnector, UpstreamConnector, http_connector};
+pub use circuit::RetryOverflow;
+pub use connect::{
+    ClientSettings, ConnectTimeout, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, HttpClients,
+    HttpConnector, PooledClient, TimedConnector, UpstreamConnector, http_connector,
+};
 
 use crate::{
     body::{self, BoxError, MeshBody},
@@ -31,11 +66,20 @@ use crate::{
     route::{RouteCtx, Target, authority_of},
 };
 
+/// A cluster, as Istio names Envoy's: destination host, subset and port. The unit of load
+/// balancing, circuit breaking and outlier detection.
+pub(crate) type ClusterKey = (String, Option<String>, u16);
+
 /// The endpoint picker and HTTP client.
+///
+/// Its state (balancer positions, circuit breakers, outlier detectors, connection pools) is
+/// shared by every clone, so every clone of a stack sees the same limits and ejections.
 #[derive(Clone, Debug)]
 pub struct Upstream<C = connect::HttpConnector> {
     clients: HttpClients<C>,
     balancers: Arc<Balancers>,
+    breakers: Arc<circuit::CircuitBreakers>,
+    outliers: Arc<outliers::OutlierDetectors>,
 }
 
 impl Upstream {
@@ -52,11 +96,14 @@ impl Default for Upstream {
 }
 
 impl<C: UpstreamConnector> Upstream<C> {
-    /// Upstream connections made by `connector`: the seam where TLS origination plugs in.
+    /// Upstream connections made by `connector`: the seam where TLS origination plugs in. The
+    /// destination's `connectionPool.tcp.connectTimeout` (default 10 s) is applied around it.
     pub fn with_connector(connector: C) -> Self {
         Upstream {
             clients: HttpClients::new(connector),
             balancers: Arc::new(Balancers::default()),
+            breakers: Arc::default(),
+            outliers: Arc::default(),
         }
     }
 }
@@ -64,7 +111,7 @@ impl<C: UpstreamConnector> Upstream<C> {
 /// The endpoints earlier attempts of this request went to. The retry layer puts one in the
 /// request's extensions (shared by every attempt); the upstream records each pick in it and,
 /// as Istio's default retry policy asks (`retry_host_predicate: previous_hosts`), prefers an
-/// endpoint not tried before when there is one.
+/// endpoint not tried before when there is one (among those outlier detection has not ejected).
 #[derive(Clone, Debug, Default)]
 pub struct TriedEndpoints(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
 
@@ -90,15 +137,41 @@ impl TriedEndpoints {
     }
 }
 
-/// Where one request goes.
+/// Marks a request as a retry: the retry layer inserts `RetryAttempt(n)` in the extensions of
+/// its `n`-th retry (`n >= 1`; the first attempt carries none). While such an attempt is in
+/// flight it counts against the destination's `connectionPool.http.maxRetries` (Envoy's
+/// `max_retries` circuit breaker: "the maximum number of retries that can be outstanding to all
+/// hosts in a cluster at any given time"). Over the limit the attempt fails at once with
+/// [`RetryOverflow`], before anything is sent: the retry layer should then stop and return the
+/// previous attempt's response or error, as Envoy does on `upstream_rq_retry_overflow`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryAttempt(pub u32);
+
+/// When the attempt times out (the earlier of the route timeout and the per-try timeout). The
+/// timeout layers insert it; if the attempt's future is dropped at or after this instant before
+/// response headers arrived, outlier detection records a timeout for the endpoint (Envoy counts
+/// timeouts as locally originated errors, a 504 in the default mode). Without it a dropped
+/// attempt is not recorded: a client that goes away says nothing about the endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttemptDeadline(pub tokio::time::Instant);
+
+/// Where one request goes, and what it holds while in flight.
 #[derive(Debug)]
 struct Picked {
     /// `host:port` to connect to.
     authority: String,
-    /// Use HTTP/2 (prior knowledge).
-    h2: bool,
-    /// Decrements the endpoint's in-flight count (least request) when dropped.
-    _guard: Option<balancers::InFlight>,
+    settings: ClientSettings,
+    held: Held,
+    outlier: Option<outliers::OutlierHandle>,
+    set_cookie: Option<HeaderValue>,
+}
+
+/// Held until the response body is done with: the endpoint's in-flight count (least request)
+/// and the circuit breakers' counts and connection permit.
+#[derive(Debug, Default)]
+struct Held {
+    _in_flight: Option<balancers::InFlight>,
+    admission: Option<circuit::Admission>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
@@ -114,14 +187,19 @@ impl<C: UpstreamConnector> Service<Request<MeshBody>> for Upstream<C> {
 
     fn call(&mut self, mut req: Request<MeshBody>) -> Self::Future {
         let picked = match req.extensions().get::<RouteCtx>() {
-            Some(ctx) => pick(ctx, &self.balancers, &req),
+            Some(ctx) => self.pick(ctx, &req),
             None => {
                 Err("the upstream service needs a RouteCtx: put the router in front of it".into())
             }
         };
+        let deadline = req.extensions().get::<AttemptDeadline>().map(|d| d.0);
         let clients = self.clients.clone();
         Box::pin(async move {
-            let picked = picked?;
+            let mut picked = picked?;
+            if let Some(admission) = picked.held.admission.as_mut() {
+                // HTTP/1.1 over `maxConnections`: pending until a connection is free.
+                admission.connection().await;
+            }
             if !req.headers().contains_key(HOST)
                 && let Some(a) = authority_of(&req)
                 && let Ok(v) = HeaderValue::from_str(&a)
@@ -129,21 +207,79 @@ impl<C: UpstreamConnector> Service<Request<MeshBody>> for Upstream<C> {
                 req.headers_mut().insert(HOST, v);
             }
             *req.uri_mut() = upstream_uri(req.uri(), &picked.authority)?;
-            let sent = if picked.h2 {
-                clients.h2.request(req).await
-            } else {
-                clients.h1.request(req).await
+            let client = clients.client(picked.settings);
+            let mut attempt = Attempt {
+                outlier: picked.outlier.take(),
+                deadline,
             };
-            let res = sent.map_err(|e| MeshError::UpstreamConnect {
-                endpoint: picked.authority.clone(),
-                source: e.into(),
-            })?;
-            let guard = picked._guard;
-            Ok(res.map(move |b| {
-                // The endpoint stays "in flight" until the response body is done with.
-                body::boxed(balancers::GuardedBody::new(b, guard))
-            }))
+            let mut res = match client.request(req).await {
+                Ok(res) => {
+                    attempt.finish(outcome_of(&res));
+                    res
+                }
+                Err(e) => {
+                    attempt.finish(if e.is_connect() {
+                        Outcome::ConnectFailure
+                    } else {
+                        Outcome::Reset
+                    });
+                    return Err(MeshError::UpstreamConnect {
+                        endpoint: picked.authority,
+                        source: e.into(),
+                    }
+                    .into());
+                }
+            };
+            if let Some(cookie) = picked.set_cookie {
+                res.headers_mut().append(SET_COOKIE, cookie);
+            }
+            let held = picked.held;
+            // The endpoint stays "in flight" until the response body is done with.
+            Ok(res.map(move |b| body::boxed(GuardedBody::new(b, held))))
         })
+    }
+}
+
+/// One attempt's report to outlier detection: made once, or as a timeout when dropped after
+/// its deadline.
+struct Attempt {
+    outlier: Option<outliers::OutlierHandle>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Attempt {
+    fn finish(&mut self, outcome: Outcome) {
+        if let Some(o) = self.outlier.take() {
+            o.record(outcome);
+        }
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if self
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            self.finish(Outcome::Timeout);
+        }
+    }
+}
+
+/// What outlier detection sees of a response: its status, or for a trailers-only gRPC response
+/// its `grpc-status` mapped to HTTP.
+fn outcome_of<B>(res: &Response<B>) -> Outcome {
+    let grpc = res
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
+    match grpc {
+        Some(code) if res.status() == StatusCode::OK => Outcome::Response(
+            StatusCode::from_u16(outliers::grpc_to_http(code))
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        ),
+        _ => Outcome::Response(res.status()),
     }
 }
 
@@ -176,96 +312,184 @@ fn join(host: &str, port: u16) -> String {
     }
 }
 
-fn pick(
-    ctx: &RouteCtx,
-    balancers: &Balancers,
-    req: &Request<MeshBody>,
-) -> Result<Picked, BoxError> {
-    let dest = match &ctx.target {
-        Target::Passthrough { authority } => {
-            let authority = if authority.contains(':') {
-                authority.clone()
-            } else {
-                join(authority, ctx.port)
-            };
-            return Ok(Picked {
-                authority,
-                h2: false,
-                _guard: None,
-            });
-        }
-        Target::Destination(d) => d,
-    };
-    let snapshot = &ctx.snapshot;
-    let unavailable = || MeshError::NoHealthyUpstream {
-        destination: dest.to_string(),
-    };
-    let service = snapshot
-        .service(dest.host.as_str())
-        .ok_or_else(unavailable)?;
-    let port_number = dest.port.unwrap_or(ctx.port);
-    let port = service
-        .port(port_number)
-        .or_else(|| dest.port.is_none().then(|| service.single_port()).flatten())
-        .ok_or_else(unavailable)?;
-    let policy = snapshot.destination_policy(dest.host.as_str(), &ctx.client.namespace);
-    let subset = match &dest.subset {
-        Some(name) => Some(
-            policy
-                .and_then(|p| p.subset(name))
-                .ok_or_else(unavailable)?,
-        ),
-        None => None,
-    };
-    let traffic = policy
-        .map(|p| p.policy_for(dest.subset.as_deref(), Some(port.number)))
-        .unwrap_or_default();
-    let mut endpoints: Vec<_> = service
-        .endpoints
-        .iter()
-        .filter(|e| subset.is_none_or(|s| s.selector.matches(&e.labels)))
-        .collect();
-    let tried = req.extensions().get::<TriedEndpoints>();
-    if let Some(tried) = tried {
-        let untried: Vec<_> = endpoints
+impl<C> Upstream<C> {
+    /// Picks the endpoint for `req` and admits it through the circuit breakers.
+    fn pick(&self, ctx: &RouteCtx, req: &Request<MeshBody>) -> Result<Picked, BoxError> {
+        let dest = match &ctx.target {
+            Target::Passthrough { authority } => {
+                let authority = if authority.contains(':') {
+                    authority.clone()
+                } else {
+                    join(authority, ctx.port)
+                };
+                return Ok(Picked {
+                    authority,
+                    settings: ClientSettings::for_pool(None, false),
+                    held: Held::default(),
+                    outlier: None,
+                    set_cookie: None,
+                });
+            }
+            Target::Destination(d) => d,
+        };
+        let snapshot = &ctx.snapshot;
+        let unavailable = || MeshError::NoHealthyUpstream {
+            destination: dest.to_string(),
+        };
+        let service = snapshot
+            .service(dest.host.as_str())
+            .ok_or_else(unavailable)?;
+        let port_number = dest.port.unwrap_or(ctx.port);
+        let port = service
+            .port(port_number)
+            .or_else(|| dest.port.is_none().then(|| service.single_port()).flatten())
+            .ok_or_else(unavailable)?;
+        let policy = snapshot.destination_policy(dest.host.as_str(), &ctx.client.namespace);
+        let subset = match &dest.subset {
+            Some(name) => Some(
+                policy
+                    .and_then(|p| p.subset(name))
+                    .ok_or_else(unavailable)?,
+            ),
+            None => None,
+        };
+        let traffic = policy
+            .map(|p| p.policy_for(dest.subset.as_deref(), Some(port.number)))
+            .unwrap_or_default();
+        let cluster: ClusterKey = (dest.host.to_string(), dest.subset.clone(), port.number);
+        let endpoints: Vec<_> = service
+            .endpoints
             .iter()
-            .copied()
-            .filter(|e| !tried.contains(&endpoint_authority(e, port)))
+            .filter(|e| subset.is_none_or(|s| s.selector.matches(&e.labels)))
             .collect();
-        if !untried.is_empty() {
-            endpoints = untried;
+        let authorities: Vec<String> = endpoints
+            .iter()
+            .map(|e| endpoint_authority(e, port))
+            .collect();
+
+        // Eligible: not ejected by outlier detection and, for a retry, not tried before when
+        // another one is.
+        let outlier_set = traffic.outlier_detection.as_ref().map(|od| {
+            self.outliers
+                .set_for(&cluster, snapshot.version, od, &authorities)
+        });
+        let mut eligible: Vec<bool> = match &outlier_set {
+            Some(set) => set
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ejected(&authorities)
+                .into_iter()
+                .map(|ejected| !ejected)
+                .collect(),
+            None => vec![true; endpoints.len()],
+        };
+        let tried = req.extensions().get::<TriedEndpoints>();
+        if let Some(tried) = tried {
+            let untried: Vec<bool> = eligible
+                .iter()
+                .zip(&authorities)
+                .map(|(ok, a)| *ok && !tried.contains(a))
+                .collect();
+            if untried.contains(&true) {
+                eligible = untried;
+            }
+        }
+        let pick = self
+            .balancers
+            .pick(
+                &balancers::PickSet {
+                    version: snapshot.version,
+                    cluster: &cluster,
+                    endpoints: &endpoints,
+                    authorities: &authorities,
+                    eligible: &eligible,
+                },
+                traffic.load_balancer.as_ref(),
+                req,
+            )
+            .ok_or_else(unavailable)?;
+        let ep = endpoints[pick.index];
+        if let EndpointAddress::Unix(path) = &ep.address {
+            return Err(MeshError::UpstreamConnect {
+                endpoint: format!("unix://{path}"),
+                source: "unix domain socket endpoints are not supported yet".into(),
+            }
+            .into());
+        }
+        let authority = authorities[pick.index].clone();
+
+        let pool = traffic.connection_pool.as_ref();
+        let h2 = matches!(port.protocol, Protocol::Http2 | Protocol::Grpc)
+            || pool.is_some_and(|cp| cp.h2_upgrade);
+        let admission = match pool {
+            Some(cp) => self.breakers.admit(
+                &cluster,
+                &circuit::Limits::from_pool(cp),
+                req.extensions().get::<RetryAttempt>().is_some(),
+                !h2,
+                &|| dest.to_string(),
+            )?,
+            None => None,
+        };
+        if let Some(tried) = tried {
+            tried.record(&authority);
+        }
+        Ok(Picked {
+            outlier: outlier_set.map(|set| outliers::OutlierHandle {
+                set,
+                authority: authority.clone(),
+            }),
+            authority,
+            settings: ClientSettings::for_pool(pool, h2),
+            held: Held {
+                _in_flight: pick.in_flight,
+                admission,
+            },
+            set_cookie: pick.set_cookie,
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its endpoint's in-flight count and circuit-breaker counts
+    /// until it is done.
+    struct GuardedBody<B, G> {
+        #[pin]
+        inner: B,
+        guard: Option<G>,
+    }
+}
+
+impl<B, G> GuardedBody<B, G> {
+    fn new(inner: B, guard: G) -> Self {
+        GuardedBody {
+            inner,
+            guard: Some(guard),
         }
     }
-    let (index, guard) = balancers
-        .pick(
-            snapshot.version,
-            dest,
-            port.number,
-            &endpoints,
-            traffic.load_balancer.as_ref(),
-            req,
-        )
-        .ok_or_else(unavailable)?;
-    let ep = endpoints[index];
-    if let EndpointAddress::Unix(path) = &ep.address {
-        return Err(MeshError::UpstreamConnect {
-            endpoint: format!("unix://{path}"),
-            source: "unix domain socket endpoints are not supported yet".into(),
+}
+
+impl<B: http_body::Body<Data = bytes::Bytes>, G> http_body::Body for GuardedBody<B, G> {
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = &polled {
+            this.guard.take();
         }
-        .into());
+        polled
     }
-    let authority = endpoint_authority(ep, port);
-    if let Some(tried) = tried {
-        tried.record(&authority);
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
     }
-    let h2 = matches!(port.protocol, Protocol::Http2 | Protocol::Grpc)
-        || traffic
-            .connection_pool
-            .as_ref()
-            .is_some_and(|cp| cp.h2_upgrade);
-    Ok(Picked {
-        authority,
-        h2,
-        _guard: guard,
-    })
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -77,6 +77,9 @@ pub struct RouteCtx {
     pub target: Target,
     /// `(virtual host index, route index)` in the snapshot; `None` for the default route.
     route: Option<(usize, usize)>,
+    /// Istio's default route (a registry service without a VirtualService), which carries
+    /// Istio's default retry policy; not a passthrough, not a mirror copy.
+    default_route: bool,
     pub client: Arc<ClientIdentity>,
     /// The port the client addressed (from the authority, or the scheme's default).
     pub port: u16,
@@ -84,6 +87,12 @@ pub struct RouteCtx {
 }
 
 impl RouteCtx {
+    /// Whether this is Istio's default route to a registry service (no VirtualService): it
+    /// gets Istio's default retry policy, while passthrough and mirrored requests get none.
+    pub fn is_default_route(&self) -> bool {
+        self.default_route
+    }
+
     /// The VirtualService route that matched, `None` for the default route.
     pub fn route(&self) -> Option<&HttpRoute> {
         self.route
@@ -102,6 +111,7 @@ impl RouteCtx {
             snapshot,
             target,
             route: None,
+            default_route: false,
             client,
             port,
             grpc: false,
@@ -258,6 +268,7 @@ fn decide(
     let grpc = is_grpc(req);
     let new_ctx = |target: Target, route: Option<(usize, usize)>| RouteCtx {
         snapshot: snapshot.clone(),
+        default_route: route.is_none() && matches!(target, Target::Destination(_)),
         target,
         route,
         client: client.clone(),
