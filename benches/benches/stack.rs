@@ -1,0 +1,140 @@
+//! The per-request overhead of the whole outbound stack: `MeshStack::outbound(..).build_over(leaf)`
+//! over an in-memory leaf that answers 200 at once, against calling that leaf directly.
+//!
+//! The VirtualService has 1, 10 or 100 routes (the `routing` bench's three shapes of match,
+//! written as YAML) and the request matches only the last one, so every route is tried. The
+//! leaf's future is ready at once, so each request is polled once with a no-op waker: what is
+//! measured is the stack (body boxing, snapshot load, matching, the routing context, header
+//! handling, the boxed futures), not a runtime's scheduling. Both sides also pay for a clone of
+//! a prepared request (method, URI, four headers) and for dropping it and the response; the
+//! difference between the two is the stack's own cost.
+//!
+//! `cargo bench -p mesh-benches --bench stack` (add `-- --quick` for a fast pass).
+
+use std::{
+    fmt::Write,
+    future::Future,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::Empty;
+use mesh_benches::routing::request_for_route;
+use mesh_tower::{
+    MeshStack,
+    body::{self, BoxError, MeshBody},
+    route::RouteCtx,
+};
+use tower::{Service, service_fn};
+
+const HOST: &str = "reviews.default.svc.cluster.local";
+
+/// A ServiceEntry for `reviews` and a VirtualService with `n` routes named `route-<i>`. Route
+/// `i` matches what `request_for_route(i)` sends, and nothing else:
+///
+/// - `uri: {prefix: /api/v<i>/}` and `headers: {x-tenant: {exact: tenant-<i>}}`
+/// - `uri: {regex: /items/[0-9]+/r<i>}`
+/// - `method: {exact: GET}` and `headers: {x-user: {regex: user-[a-z]+-<i>}}`
+fn mesh_yaml(n: usize) -> String {
+    let mut y = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, labels: {{version: v1}}}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [{HOST}]\n  http:\n"
+    );
+    for i in 0..n {
+        let matches = match i % 3 {
+            0 => format!(
+                "{{uri: {{prefix: /api/v{i}/}}, headers: {{x-tenant: {{exact: tenant-{i}}}}}}}"
+            ),
+            1 => format!("{{uri: {{regex: \"/items/[0-9]+/r{i}\"}}}}"),
+            _ => format!(
+                "{{method: {{exact: GET}}, headers: {{x-user: {{regex: \"user-[a-z]+-{i}\"}}}}}}"
+            ),
+        };
+        let _ = write!(
+            y,
+            "  - name: route-{i}\n    match: [{matches}]\n    route: [{{destination: {{host: {HOST}}}}}]\n"
+        );
+    }
+    y
+}
+
+/// The leaf: answers 200 with an empty body, at once.
+fn leaf(_req: Request<MeshBody>) -> std::future::Ready<Result<Response<MeshBody>, BoxError>> {
+    std::future::ready(Ok(Response::new(body::empty())))
+}
+
+/// Calls `svc` and polls the response future once: every service here answers without waiting.
+fn call_now<S, R>(svc: &mut S, req: R) -> S::Response
+where
+    S: Service<R>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        _ => panic!("the stack and the leaf are always ready"),
+    }
+    match pin!(svc.call(req)).poll(&mut cx) {
+        Poll::Ready(Ok(res)) => res,
+        _ => panic!("the in-memory leaf answers at once"),
+    }
+}
+
+fn request(n: usize) -> Request<Empty<Bytes>> {
+    request_for_route(n - 1).map(|()| Empty::new())
+}
+
+fn outbound_overhead(c: &mut Criterion) {
+    // Layers may use tokio's clock; give them a runtime context (nothing is spawned on it).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _rt = rt.enter();
+
+    let mut group = c.benchmark_group("stack/outbound");
+
+    let mut bare = service_fn(leaf);
+    let req = request_for_route(0);
+    group.bench_function("bare_leaf", |b| {
+        b.iter(|| call_now(&mut bare, req.clone().map(|()| body::empty())))
+    });
+
+    for n in [1usize, 10, 100] {
+        let report = mesh_config::Loader::new().check_str("bench.yaml", &mesh_yaml(n));
+        assert!(!report.diagnostics.has_errors(), "{}", report.diagnostics);
+        let mesh = report.into_mesh().expect("the generated config loads");
+
+        // The fixture must match the last route, and only through the whole stack.
+        let mut check =
+            MeshStack::outbound(&mesh).build_over(service_fn(|req: Request<MeshBody>| {
+                let name = req
+                    .extensions()
+                    .get::<RouteCtx>()
+                    .and_then(RouteCtx::route)
+                    .map(|r| r.name.clone())
+                    .unwrap_or_default();
+                let mut res = Response::new(body::empty());
+                res.headers_mut()
+                    .insert("x-route", name.parse().expect("a header value"));
+                std::future::ready(Ok::<_, BoxError>(res))
+            }));
+        let res = call_now(&mut check, request(n));
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["x-route"],
+            format!("route-{}", n - 1).as_str()
+        );
+
+        let mut stack = MeshStack::outbound(&mesh).build_over(service_fn(leaf));
+        let req = request(n);
+        group.bench_with_input(BenchmarkId::new("routes", n), &req, |b, req| {
+            b.iter(|| call_now(&mut stack, req.clone()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, outbound_overhead);
+criterion_main!(benches);
