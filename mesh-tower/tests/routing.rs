@@ -263,3 +263,82 @@ async fn a_reload_changes_routing_without_a_rebuild() {
     .await;
     assert_eq!(body, "v2");
 }
+
+#[tokio::test]
+async fn port_and_subset_level_policies_override_the_rule() {
+    let (a, b, c, d) = (
+        upstream("a").await,
+        upstream("b").await,
+        upstream("c").await,
+        upstream("d").await,
+    );
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews.example.internal\n  trafficPolicy:\n    loadBalancer: {{simple: RANDOM}}\n    portLevelSettings:\n    - port: {{number: 9080}}\n      loadBalancer: {{simple: ROUND_ROBIN}}\n  subsets:\n  - {{name: v1, labels: {{version: v1}}}}\n  - name: v2\n    labels: {{version: v2}}\n    trafficPolicy:\n      loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews.example.internal]\n  http:\n  - match: [{{headers: {{x-user: {{}}}}}}]\n    route: [{{destination: {{host: reviews.example.internal, subset: v2}}}}]\n  - route: [{{destination: {{host: reviews.example.internal, subset: v1}}}}]\n",
+        service_entry(
+            "reviews.example.internal",
+            9080,
+            &[(a, "v1"), (b, "v1"), (c, "v2"), (d, "v2")]
+        )
+    );
+    let svc = stack(&yaml);
+    // v1 on port 9080: the port-level ROUND_ROBIN beats the rule's RANDOM: strict alternation.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (_, _, body) = send(
+            &svc,
+            get("http://reviews.example.internal:9080/")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        seen.push(body);
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "round robin alternates: {seen:?}"
+    );
+    // v2: the subset's consistent hash beats both: one user, one endpoint.
+    let mut users = std::collections::BTreeMap::new();
+    for user in ["ann", "bob", "cy", "dee", "eve"] {
+        let mut bodies = std::collections::BTreeSet::new();
+        for _ in 0..5 {
+            let req = get("http://reviews.example.internal:9080/")
+                .header("x-user", user)
+                .body(empty())
+                .unwrap();
+            let (_, _, body) = send(&svc, req).await;
+            bodies.insert(body);
+        }
+        assert_eq!(
+            bodies.len(),
+            1,
+            "{user} always reaches the same endpoint: {bodies:?}"
+        );
+        users.insert(user, bodies.into_iter().next().unwrap());
+    }
+    assert!(users.values().all(|b| b == "c" || b == "d"), "{users:?}");
+}
+
+#[tokio::test]
+async fn services_without_a_virtual_service_get_istios_default_retries() {
+    let (live, dead) = (upstream("live").await, closed_port().await);
+    let svc = stack(&service_entry(
+        "reviews.example.internal",
+        9080,
+        &[(live, "v1"), (dead, "v1")],
+    ));
+    for _ in 0..20 {
+        let (status, _, body) = send(
+            &svc,
+            get("http://reviews.example.internal:9080/")
+                .body(empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status.as_u16(), body.as_str()),
+            (200, "live"),
+            "a refused connection is retried on the other endpoint"
+        );
+    }
+}
