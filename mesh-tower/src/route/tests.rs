@@ -7,12 +7,10 @@ use tower_test::mock;
 use super::*;
 use crate::body;
 
-fn router(
-    yaml: &str,
-) -> (
-    Route<mock::Mock<Request<MeshBody>, Response<MeshBody>>>,
-    mock::Handle<Request<MeshBody>, Response<MeshBody>>,
-) {
+type Mock = mock::Mock<Request<MeshBody>, Response<MeshBody>>;
+type MockHandle = mock::Handle<Request<MeshBody>, Response<MeshBody>>;
+
+fn router(yaml: &str) -> (Route<Mock>, MockHandle) {
     let report = mesh_config::Loader::new().check_str("t.yaml", yaml);
     assert!(!report.diagnostics.has_errors(), "{}", report.diagnostics);
     let handle = MeshHandle::new(report.mesh);
