@@ -147,8 +147,9 @@ impl<S> Layer<S> for RouteLayer {
     }
 }
 
-/// The router service. Always ready: routing decides per request, and back-pressure belongs to
-/// the layers that queue.
+/// The router service. It adds no readiness of its own (routing decides per request, and
+/// back-pressure belongs to the layers that queue): it is ready when the layer below is, and
+/// every layer below it in the mesh stack is always ready.
 #[derive(Debug, Clone)]
 pub struct Route<S> {
     inner: S,
