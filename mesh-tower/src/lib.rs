@@ -6,12 +6,14 @@
 //! Envoy would give ([`error`]).
 #![forbid(unsafe_code)]
 
+pub mod authz;
 pub mod body;
 pub mod cors;
 pub mod endpoint;
 pub mod error;
 pub mod fault;
 pub mod mirror;
+pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod snapshot;
@@ -20,4 +22,4 @@ pub mod timeout;
 
 pub use error::MeshError;
 pub use snapshot::MeshHandle;
-pub use stack::{MeshService, MeshStack};
+pub use stack::{InboundStack, MeshService, MeshStack};

@@ -3,6 +3,8 @@
 //! ```text
 //! outbound (client side):
 //!   request ─► edge (box the body; errors become responses, as DESIGN.md's table says)
+//!           ─► local rate limit (EnvoyFilter `local_ratelimit`, context SIDECAR_OUTBOUND,
+//!                                or GATEWAY for a gateway; ANY for both: 429 at once)
 //!           ─► route (VirtualService match, weighted destination, redirect, directResponse,
 //!                     rewrite, header operations)
 //!           ─► cors (`corsPolicy`: preflights answered here, CORS headers on responses)
@@ -17,7 +19,24 @@
 //!           ─► upstream (subset endpoints, DestinationRule load balancer with outlier
 //!                        ejection, connection-pool limits as circuit breakers failing fast
 //!                        with 503 overflow, pooled HTTP/1.1 or HTTP/2 client)
+//!
+//! inbound (server side, [`MeshStack::inbound`]):
+//!   request ─► edge (box the body; errors become responses)
+//!           ─► local rate limit (EnvoyFilter `local_ratelimit`, context SIDECAR_INBOUND or
+//!                                ANY: one bucket per EnvoyFilter and workload, 429 at once)
+//!           ─► authorization (AuthorizationPolicy: CUSTOM not applied, DENY, ALLOW; AUDIT
+//!                             and dry-run logged; 403 `RBAC: access denied`)
+//!           ─► app
 //! ```
+//!
+//! Inbound, the rate limit comes before authorization: a flood is refused before any policy
+//! is evaluated, and denied requests spend tokens too. This differs from Istio's usual
+//! EnvoyFilter, which inserts the filter just before `envoy.filters.http.router`, after RBAC,
+//! so that a denied request spends no token there. Peer authentication (mTLS),
+//! request authentication (JWT) and the TLS acceptor that fills
+//! [`ConnectionInfo`](crate::authz::ConnectionInfo) come in a later issue: until then the
+//! authorization layer sees what the listener put in the request extensions, or nothing
+//! (plain text from an unknown peer).
 //!
 //! Connection-pool limits and outlier detection live in the upstream, per destination cluster
 //! (host, subset, port), below the retry layer: each attempt counts on its own, as in Envoy.
@@ -34,9 +53,11 @@ use mesh_core::{Labels, model::MESH_GATEWAY};
 use tower::{Service, util::BoxCloneService};
 
 use crate::{
+    authz::AuthorizationLayer,
     body::{self, BoxError, MeshBody},
     endpoint::{Upstream, UpstreamConnector},
     error::{error_to_response, is_grpc},
+    ratelimit::{LocalRateLimitLayer, TrafficDirection},
     route::{ClientIdentity, RouteLayer},
     snapshot::MeshHandle,
 };
@@ -237,9 +258,18 @@ impl<C: UpstreamConnector> MeshStack<C> {
             }
             .build_over(leaf);
         }
+        let direction = if self.client.gateway == MESH_GATEWAY {
+            TrafficDirection::SidecarOutbound
+        } else {
+            TrafficDirection::Gateway
+        };
+        let rate_limit = LocalRateLimitLayer::new(&self.handle, direction)
+            .namespace(self.client.namespace.clone())
+            .workload_labels(self.client.labels.clone());
         // The order of the layers, outermost first (see the diagram above). Each per-route
         // layer reads the RouteCtx the router put in the request.
         let inner = tower::ServiceBuilder::new()
+            .layer(rate_limit)
             .layer(RouteLayer::new(self.handle, self.client))
             .layer(crate::cors::CorsLayer::new())
             .layer(crate::fault::FaultLayer::new())
@@ -249,6 +279,118 @@ impl<C: UpstreamConnector> MeshStack<C> {
             .layer(crate::mirror::MirrorLayer::new())
             .layer(crate::retry::RetryLayer::new())
             .service(leaf);
+        BoxCloneService::new(Edge {
+            inner,
+            not_ready: None,
+        })
+    }
+}
+
+/// Builds the server side of a workload: Istio's inbound policies in front of `app`.
+///
+/// Made by [`MeshStack::inbound`]; see the order of the layers in the [module](self) docs.
+///
+/// ```
+/// # use bytes::Bytes;
+/// # use http_body_util::Empty;
+/// # use tower::ServiceExt;
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let yaml = r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: no-posts, namespace: default}
+/// spec:
+///   selector: {matchLabels: {app: ratings}}
+///   action: DENY
+///   rules:
+///   - to: [{operation: {methods: [POST]}}]
+/// "#;
+/// let mesh = mesh_config::Loader::new()
+///     .check_str("ratings.yaml", yaml)
+///     .into_mesh()?;
+/// let app = tower::service_fn(|_req: http::Request<mesh_tower::body::MeshBody>| async {
+///     Ok::<_, mesh_tower::body::BoxError>(http::Response::new(mesh_tower::body::full("ok")))
+/// });
+/// let server = mesh_tower::MeshStack::inbound(&mesh, app)
+///     .namespace("default")
+///     .workload_labels([("app", "ratings")])
+///     .build();
+///
+/// let post = http::Request::post("/ratings/0").body(Empty::<Bytes>::new())?;
+/// assert_eq!(server.clone().oneshot(post).await?.status(), 403);
+/// let get = http::Request::get("/ratings/0").body(Empty::<Bytes>::new())?;
+/// assert_eq!(server.oneshot(get).await?.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct InboundStack<A> {
+    handle: MeshHandle,
+    workload: ClientIdentity,
+    app: A,
+}
+
+impl MeshStack {
+    /// The server side of a workload: local rate limit and authorization in front of `app`,
+    /// as a sidecar's inbound listener.
+    pub fn inbound<A>(mesh: impl Into<MeshHandle>, app: A) -> InboundStack<A> {
+        InboundStack {
+            handle: mesh.into(),
+            workload: ClientIdentity::default(),
+            app,
+        }
+    }
+}
+
+impl<A> InboundStack<A> {
+    /// The workload's namespace (which policies and rate limits apply).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.workload.namespace = namespace.into();
+        self
+    }
+
+    /// The workload's labels (policy `selector`s, EnvoyFilter `workloadSelector`s).
+    pub fn workload_labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.workload.labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect::<Labels>();
+        self
+    }
+
+    /// Builds the stack for request bodies of type `B`.
+    pub fn build<B>(self) -> MeshService<B>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        A: Service<Request<MeshBody>, Response = Response<MeshBody>, Error = BoxError>
+            + Clone
+            + Send
+            + 'static,
+        A::Future: Send + 'static,
+    {
+        let InboundStack {
+            handle,
+            workload,
+            app,
+        } = self;
+        // The order of the layers, outermost first (see the diagram above).
+        let inner = tower::ServiceBuilder::new()
+            .layer(
+                LocalRateLimitLayer::new(&handle, TrafficDirection::SidecarInbound)
+                    .namespace(workload.namespace.clone())
+                    .workload_labels(workload.labels.clone()),
+            )
+            .layer(
+                AuthorizationLayer::new(&handle)
+                    .namespace(workload.namespace)
+                    .workload_labels(workload.labels),
+            )
+            .service(app);
         BoxCloneService::new(Edge {
             inner,
             not_ready: None,
