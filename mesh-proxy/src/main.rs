@@ -1,6 +1,7 @@
 //! `mesh`: validate and explain Istio config, and (later) run the proxy.
 #![forbid(unsafe_code)]
 
+mod ca;
 mod explain;
 mod validate;
 
@@ -25,6 +26,9 @@ enum Command {
     /// Show which VirtualService route a request takes, its destinations and endpoints, and the
     /// policies that apply.
     Route(explain::Args),
+    /// A development CA for SPIFFE workload certificates: `init` creates it, `issue` signs a
+    /// workload certificate into Istio's file names (cert-chain.pem, key.pem, root-cert.pem).
+    Ca(ca::Args),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -67,5 +71,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Route(args) => explain::run(args),
+        Command::Ca(args) => ca::run(args),
     }
 }
