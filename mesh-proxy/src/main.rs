@@ -1,8 +1,9 @@
-//! `mesh`: validate and explain Istio config, and (later) run the proxy.
+//! `mesh`: validate and explain Istio config, and run the proxy.
 #![forbid(unsafe_code)]
 
 mod ca;
 mod explain;
+mod run;
 mod validate;
 
 use std::process::ExitCode;
@@ -29,6 +30,8 @@ enum Command {
     /// A development CA for SPIFFE workload certificates: `init` creates it, `issue` signs a
     /// workload certificate into Istio's file names (cert-chain.pem, key.pem, root-cert.pem).
     Ca(ca::Args),
+    /// Run the proxy: plain-text outbound and inbound listeners and the admin server.
+    Run(run::Args),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -72,5 +75,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Route(args) => explain::run(args),
         Command::Ca(args) => ca::run(args),
+        Command::Run(args) => run::run(args),
     }
 }
