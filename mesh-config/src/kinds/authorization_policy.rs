@@ -769,21 +769,12 @@ mod tests {
     }
 
     fn errors(yaml: &str) -> Vec<Issue> {
-        issues(yaml)
-            .into_iter()
-            .filter(|i| i.severity == Severity::Error)
-            .collect()
+        crate::kinds::only_errors(issues(yaml))
     }
 
     #[track_caller]
     fn assert_error(yaml: &str, path: &str, needle: &str) {
-        let errors = errors(yaml);
-        assert!(
-            errors
-                .iter()
-                .any(|i| i.path == path && i.message.contains(needle)),
-            "expected an error at {path} containing {needle:?}, got {errors:#?}"
-        );
+        crate::kinds::assert_has_error(&errors(yaml), path, needle);
     }
 
     #[track_caller]

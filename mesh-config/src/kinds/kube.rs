@@ -267,24 +267,15 @@ fn check_port_number(port: i64, path: &str, out: &mut Issues) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kinds::{Issue, Severity, corpus, from_yaml, validate_yaml};
+    use crate::kinds::{Issue, corpus, from_yaml, validate_yaml};
 
     fn errors(yaml: &str) -> Vec<Issue> {
-        validate_yaml::<Service>(yaml, Service::validate)
-            .into_iter()
-            .filter(|i| i.severity == Severity::Error)
-            .collect()
+        crate::kinds::only_errors(validate_yaml::<Service>(yaml, Service::validate))
     }
 
     #[track_caller]
     fn assert_error(yaml: &str, path: &str, needle: &str) {
-        let errors = errors(yaml);
-        assert!(
-            errors
-                .iter()
-                .any(|i| i.path == path && i.message.contains(needle)),
-            "expected an error at {path} containing {needle:?}, got {errors:#?}"
-        );
+        crate::kinds::assert_has_error(&errors(yaml), path, needle);
     }
 
     const FULL: &str = r#"

@@ -60,3 +60,24 @@ pub(crate) fn validate_yaml<T: serde::de::DeserializeOwned>(
     validate(&spec, &meta, &mut out);
     out.items
 }
+
+/// The errors (not warnings) among `issues`. For tests of validators.
+#[cfg(test)]
+pub(crate) fn only_errors(issues: Vec<Issue>) -> Vec<Issue> {
+    issues
+        .into_iter()
+        .filter(|i| i.severity == Severity::Error)
+        .collect()
+}
+
+/// Asserts that `errors` has one at `path` whose message contains `needle`.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_has_error(errors: &[Issue], path: &str, needle: &str) {
+    assert!(
+        errors
+            .iter()
+            .any(|i| i.path == path && i.message.contains(needle)),
+        "expected an error at {path} containing {needle:?}, got {errors:#?}"
+    );
+}

@@ -141,21 +141,15 @@ mod tests {
     use crate::kinds::{Issue, Severity, corpus, from_yaml, validate_yaml};
 
     fn errors(yaml: &str) -> Vec<Issue> {
-        validate_yaml::<PeerAuthentication>(yaml, PeerAuthentication::validate)
-            .into_iter()
-            .filter(|i| i.severity == Severity::Error)
-            .collect()
+        crate::kinds::only_errors(validate_yaml::<PeerAuthentication>(
+            yaml,
+            PeerAuthentication::validate,
+        ))
     }
 
     #[track_caller]
     fn assert_error(yaml: &str, path: &str, needle: &str) {
-        let errors = errors(yaml);
-        assert!(
-            errors
-                .iter()
-                .any(|i| i.path == path && i.message.contains(needle)),
-            "expected an error at {path} containing {needle:?}, got {errors:#?}"
-        );
+        crate::kinds::assert_has_error(&errors(yaml), path, needle);
     }
 
     #[track_caller]

@@ -9,20 +9,12 @@ fn issues(yaml: &str) -> Vec<Issue> {
 }
 
 fn errors(yaml: &str) -> Vec<Issue> {
-    issues(yaml)
-        .into_iter()
-        .filter(|i| i.severity == Severity::Error)
-        .collect()
+    crate::kinds::only_errors(issues(yaml))
 }
 
 #[track_caller]
 fn assert_error(yaml: &str, path: &str, needle: &str) {
-    let errs = errors(yaml);
-    assert!(
-        errs.iter()
-            .any(|i| i.path == path && i.message.contains(needle)),
-        "expected an error at {path} containing {needle:?}, got {errs:#?}"
-    );
+    crate::kinds::assert_has_error(&errors(yaml), path, needle);
 }
 
 #[track_caller]
