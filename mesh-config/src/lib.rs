@@ -18,6 +18,7 @@ pub mod diag;
 mod features;
 pub mod kinds;
 pub mod load;
+pub mod watch;
 
 use std::{
     ops::Deref,
@@ -32,6 +33,7 @@ pub use diag::{Diagnostic, Diagnostics, LoadError};
 pub use kinds::Severity;
 pub use load::{Config, LoadOptions, Object};
 use mesh_core::CompiledMesh;
+pub use watch::{Reload, Watcher, watch};
 
 /// A loaded mesh: the compiled snapshot, and the warnings the load produced.
 #[derive(Debug, Clone)]

@@ -7,13 +7,16 @@
 pub mod authz;
 pub mod balance;
 pub mod duration;
+pub mod gateway;
 pub mod host;
 pub mod identity;
 pub mod labels;
 pub mod matching;
 pub mod model;
 pub mod outlier;
+pub mod peer_authentication;
 pub mod percent;
+pub mod rate_limit;
 pub mod retry;
 pub mod token_bucket;
 pub mod weighted;

@@ -46,6 +46,14 @@ pub enum MeshError {
     /// An AuthorizationPolicy denied the request.
     #[error("RBAC: access denied")]
     RbacDenied,
+    /// A RequestAuthentication refused the request's JWT (bad signature, expired, unknown
+    /// issuer, malformed, audience not allowed). `realm` is the request URL, for
+    /// `www-authenticate`.
+    #[error("JWT refused: {failure}; send a valid token of a configured issuer, or none")]
+    JwtInvalid {
+        failure: crate::jwt::JwtFailure,
+        realm: String,
+    },
     /// The Sidecar's outbound traffic policy (REGISTRY_ONLY) refused an unknown host.
     #[error("{host} is not in the mesh registry and the outbound traffic policy is REGISTRY_ONLY")]
     RegistryOnly { host: String },
@@ -63,6 +71,7 @@ impl MeshError {
             MeshError::Overflow { .. } => "overflow",
             MeshError::RateLimited => "rate-limited",
             MeshError::RbacDenied => "rbac-denied",
+            MeshError::JwtInvalid { .. } => "jwt-invalid",
             MeshError::RegistryOnly { .. } => "registry-only",
         }
     }
@@ -79,6 +88,7 @@ impl MeshError {
             MeshError::FaultAbort { status, .. } => *status,
             MeshError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             MeshError::RbacDenied => StatusCode::FORBIDDEN,
+            MeshError::JwtInvalid { failure, .. } => failure.status(),
             MeshError::RegistryOnly { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -100,6 +110,21 @@ impl MeshError {
             }
             MeshError::RateLimited => "local_rate_limited",
             MeshError::RbacDenied => "RBAC: access denied",
+            MeshError::JwtInvalid { failure, .. } => failure.as_str(),
+        }
+    }
+
+    /// The body: Envoy's text and, when TLS origination failed, Envoy's `transport failure
+    /// reason` (untrusted or expired certificate, secure naming, a TLS setting that cannot work).
+    fn body_text(&self) -> String {
+        match self {
+            MeshError::UpstreamConnect { source, .. } => {
+                match crate::endpoint::transport_failure_reason(source.as_ref()) {
+                    Some(reason) => format!("{}, transport failure reason: {reason}", self.body()),
+                    None => self.body().to_owned(),
+                }
+            }
+            _ => self.body().to_owned(),
         }
     }
 
@@ -109,13 +134,20 @@ impl MeshError {
         let mut res = Response::new(if grpc {
             body::empty()
         } else {
-            body::full(self.body())
+            body::full(self.body_text())
         });
         if !grpc {
             *res.status_mut() = self.status();
         }
         let headers = res.headers_mut();
         headers.insert("x-mesh-error", HeaderValue::from_static(self.code()));
+        if let MeshError::JwtInvalid { realm, .. } = self {
+            // Envoy's jwt_authn challenge; a realm that is not a valid header value is dropped.
+            let challenge = format!("Bearer realm=\"{realm}\", error=\"invalid_token\"");
+            let value = HeaderValue::try_from(challenge)
+                .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"invalid_token\""));
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
         if grpc {
             let code = match self {
                 MeshError::FaultAbort {
@@ -287,6 +319,25 @@ mod tests {
         assert_eq!(res.headers()["grpc-status"], "4");
         let res = MeshError::RbacDenied.to_response(true);
         assert_eq!(res.headers()["grpc-status"], "7");
+    }
+
+    #[tokio::test]
+    async fn jwt_refusals_carry_envoys_challenge() {
+        let err = MeshError::JwtInvalid {
+            failure: crate::jwt::JwtFailure::Expired,
+            realm: "http://httpbin.foo:8000/headers".into(),
+        };
+        let res = err.to_response(false);
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["x-mesh-error"], "jwt-invalid");
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            r#"Bearer realm="http://httpbin.foo:8000/headers", error="invalid_token""#
+        );
+        assert_eq!(text(res).await, "Jwt is expired");
+        let res = err.to_response(true);
+        assert_eq!(res.headers()["grpc-status"], "16");
+        assert!(res.headers().contains_key("www-authenticate"));
     }
 
     #[test]

@@ -12,13 +12,18 @@ pub mod cors;
 pub mod endpoint;
 pub mod error;
 pub mod fault;
+pub mod inbound;
+pub mod jwt;
 pub mod mirror;
 pub mod ratelimit;
 pub mod retry;
 pub mod route;
 pub mod snapshot;
 mod stack;
+pub mod tcp;
+pub mod telemetry;
 pub mod timeout;
+pub mod tls;
 
 pub use error::MeshError;
 pub use snapshot::MeshHandle;

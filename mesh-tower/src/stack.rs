@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! outbound (client side):
-//!   request ─► edge (box the body; errors become responses, as DESIGN.md's table says)
+//!   request ─► telemetry (Istio's standard metrics, `reporter="source"`: every response the
+//!                         client sees, local replies included; see `MeshStack::telemetry`)
+//!           ─► edge (box the body; errors become responses, as DESIGN.md's table says)
 //!           ─► local rate limit (EnvoyFilter `local_ratelimit`, context SIDECAR_OUTBOUND,
 //!                                or GATEWAY for a gateway; ANY for both: 429 at once)
 //!           ─► route (VirtualService match, weighted destination, redirect, directResponse,
-//!                     rewrite, header operations)
+//!                     rewrite, header operations; the decision is handed up to telemetry)
 //!           ─► cors (`corsPolicy`: preflights answered here, CORS headers on responses)
 //!           ─► fault (`fault`: delay, then abort; independent percentages)
 //!           ─► timeout (`timeout`, or `x-envoy-upstream-rq-timeout-ms`: from the end of the
@@ -18,10 +20,17 @@
 //!                     each retry prefers an endpoint not tried before)
 //!           ─► upstream (subset endpoints, DestinationRule load balancer with outlier
 //!                        ejection, connection-pool limits as circuit breakers failing fast
-//!                        with 503 overflow, pooled HTTP/1.1 or HTTP/2 client)
+//!                        with 503 overflow, pooled HTTP/1.1 or HTTP/2 client over plain
+//!                        text or TLS: DestinationRule `tls`, else auto mTLS)
 //!
 //! inbound (server side, [`MeshStack::inbound`]):
-//!   request ─► edge (box the body; errors become responses)
+//!   request ─► telemetry (`reporter="destination"`; outermost, so that the 401, 403 and 429
+//!                         local replies below are counted, as Envoy's stats see them)
+//!           ─► edge (box the body; errors become responses)
+//!           ─► x-forwarded-client-cert (set from the mTLS peer, removed on plain text)
+//!           ─► request authentication (RequestAuthentication: JWTs verified against the
+//!                                      issuers' JWKS; no token passes, a bad one is 401;
+//!                                      the verified principal and claims go to authorization)
 //!           ─► local rate limit (EnvoyFilter `local_ratelimit`, context SIDECAR_INBOUND or
 //!                                ANY: one bucket per EnvoyFilter and workload, 429 at once)
 //!           ─► authorization (AuthorizationPolicy: CUSTOM not applied, DENY, ALLOW; AUDIT
@@ -32,11 +41,14 @@
 //! Inbound, the rate limit comes before authorization: a flood is refused before any policy
 //! is evaluated, and denied requests spend tokens too. This differs from Istio's usual
 //! EnvoyFilter, which inserts the filter just before `envoy.filters.http.router`, after RBAC,
-//! so that a denied request spends no token there. Peer authentication (mTLS),
-//! request authentication (JWT) and the TLS acceptor that fills
-//! [`ConnectionInfo`](crate::authz::ConnectionInfo) come in a later issue: until then the
-//! authorization layer sees what the listener put in the request extensions, or nothing
-//! (plain text from an unknown peer).
+//! so that a denied request spends no token there. Request authentication comes first, as
+//! Envoy's `jwt_authn` filter precedes both: a request with a bad token spends no token.
+//! Peer authentication (mTLS) happens per connection, before this stack: the
+//! [`InboundAcceptor`](crate::inbound::InboundAcceptor) (served by
+//! [`inbound::serve`](crate::inbound::serve)) puts the connection's
+//! [`ConnectionInfo`](crate::authz::ConnectionInfo) and, over mTLS, its
+//! [`MutualTls`](crate::inbound::MutualTls) in every request's extensions; without them a
+//! request is plain text from an unknown peer.
 //!
 //! Connection-pool limits and outlier detection live in the upstream, per destination cluster
 //! (host, subset, port), below the retry layer: each attempt counts on its own, as in Envoy.
@@ -50,16 +62,18 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use mesh_core::{Labels, model::MESH_GATEWAY};
-use tower::{Service, util::BoxCloneService};
+use tower::{Layer, Service, util::BoxCloneService};
 
 use crate::{
     authz::AuthorizationLayer,
     body::{self, BoxError, MeshBody},
     endpoint::{Upstream, UpstreamConnector},
     error::{error_to_response, is_grpc},
+    jwt::RequestAuthenticationLayer,
     ratelimit::{LocalRateLimitLayer, TrafficDirection},
     route::{ClientIdentity, RouteLayer},
     snapshot::MeshHandle,
+    telemetry::{RouteTapLayer, TelemetryLayer},
 };
 
 /// A cloneable `Service<http::Request<B>>` that never fails: mesh failures are responses.
@@ -177,6 +191,7 @@ pub struct MeshStack<C = crate::endpoint::HttpConnector> {
     handle: MeshHandle,
     client: ClientIdentity,
     upstream: Upstream<C>,
+    telemetry: bool,
 }
 
 impl MeshStack {
@@ -186,6 +201,7 @@ impl MeshStack {
             handle: mesh.into(),
             client: ClientIdentity::default(),
             upstream: Upstream::new(),
+            telemetry: true,
         }
     }
 }
@@ -215,13 +231,38 @@ impl<C: UpstreamConnector> MeshStack<C> {
         self
     }
 
-    /// Sends to endpoints through `connector` (the TLS seam).
+    /// Makes upstream connections with `connector` (plain: TLS origination wraps it, and the
+    /// identity set with [`identity`](Self::identity) is kept).
     pub fn connector<C2: UpstreamConnector>(self, connector: C2) -> MeshStack<C2> {
+        let mut upstream = Upstream::with_connector(connector);
+        if let Some(source) = self.upstream.identity() {
+            upstream = upstream.with_identity(source.clone());
+        }
         MeshStack {
             handle: self.handle,
             client: self.client,
-            upstream: Upstream::with_connector(connector),
+            upstream,
+            telemetry: self.telemetry,
         }
+    }
+
+    /// The workload's identity (its SPIFFE certificate, key and mesh roots): mutual TLS to
+    /// endpoints, as Istio's sidecars do. Auto mTLS then sends ISTIO_MUTUAL to endpoints
+    /// labelled `security.istio.io/tlsMode: istio` (put the label in their WorkloadEntry or
+    /// ServiceEntry endpoint `labels`) when no DestinationRule sets `tls`, and verifies that
+    /// the server presents an identity of the destination service (secure naming). Without an
+    /// identity those endpoints get plain text, and a DestinationRule's ISTIO_MUTUAL fails
+    /// with 503.
+    pub fn identity(mut self, source: crate::tls::IdentitySource) -> Self {
+        self.upstream = self.upstream.with_identity(source);
+        self
+    }
+
+    /// Whether to record Istio's standard metrics ([`telemetry`](crate::telemetry); on by
+    /// default): off to measure the stack without them, or when nothing collects them.
+    pub fn telemetry(mut self, enabled: bool) -> Self {
+        self.telemetry = enabled;
+        self
     }
 
     /// Builds the stack for request bodies of type `B`.
@@ -266,11 +307,17 @@ impl<C: UpstreamConnector> MeshStack<C> {
         let rate_limit = LocalRateLimitLayer::new(&self.handle, direction)
             .namespace(self.client.namespace.clone())
             .workload_labels(self.client.labels.clone());
+        let telemetry = self.telemetry.then(|| {
+            TelemetryLayer::outbound(&self.handle)
+                .namespace(self.client.namespace.clone())
+                .workload_labels(self.client.labels.clone())
+        });
         // The order of the layers, outermost first (see the diagram above). Each per-route
         // layer reads the RouteCtx the router put in the request.
         let inner = tower::ServiceBuilder::new()
             .layer(rate_limit)
             .layer(RouteLayer::new(self.handle, self.client))
+            .layer(RouteTapLayer)
             .layer(crate::cors::CorsLayer::new())
             .layer(crate::fault::FaultLayer::new())
             .layer(crate::timeout::TimeoutLayer::new())
@@ -279,10 +326,14 @@ impl<C: UpstreamConnector> MeshStack<C> {
             .layer(crate::mirror::MirrorLayer::new())
             .layer(crate::retry::RetryLayer::new())
             .service(leaf);
-        BoxCloneService::new(Edge {
+        let edge = Edge {
             inner,
             not_ready: None,
-        })
+        };
+        match telemetry {
+            Some(t) => BoxCloneService::new(t.layer(edge)),
+            None => BoxCloneService::new(edge),
+        }
     }
 }
 
@@ -378,8 +429,17 @@ impl<A> InboundStack<A> {
             workload,
             app,
         } = self;
+        let telemetry = TelemetryLayer::inbound(&handle)
+            .namespace(workload.namespace.clone())
+            .workload_labels(workload.labels.clone());
         // The order of the layers, outermost first (see the diagram above).
         let inner = tower::ServiceBuilder::new()
+            .layer(crate::inbound::XfccLayer::new())
+            .layer(
+                RequestAuthenticationLayer::new(&handle)
+                    .namespace(workload.namespace.clone())
+                    .workload_labels(workload.labels.clone()),
+            )
             .layer(
                 LocalRateLimitLayer::new(&handle, TrafficDirection::SidecarInbound)
                     .namespace(workload.namespace.clone())
@@ -391,10 +451,10 @@ impl<A> InboundStack<A> {
                     .workload_labels(workload.labels),
             )
             .service(app);
-        BoxCloneService::new(Edge {
+        BoxCloneService::new(telemetry.layer(Edge {
             inner,
             not_ready: None,
-        })
+        }))
     }
 }
 
@@ -438,8 +498,13 @@ where
         }
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let grpc = is_grpc(&req);
+        // Envoy's `generate_request_id`: every request carries an `x-request-id` (a UUID),
+        // kept when the client sent one, so logs and traces of one request can be joined.
+        if !req.headers().contains_key(X_REQUEST_ID) {
+            req.headers_mut().insert(X_REQUEST_ID, new_request_id());
+        }
         let state = match self.not_ready.take() {
             Some(err) => EdgeState::Failed { err: Some(err) },
             None => EdgeState::Call {
@@ -448,6 +513,23 @@ where
         };
         EdgeFuture { state, grpc }
     }
+}
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// A random (version 4) UUID, as Envoy generates request ids.
+fn new_request_id() -> http::HeaderValue {
+    let n = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
+    let hex = format!("{n:032x}");
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    );
+    http::HeaderValue::from_str(&id).expect("hex and dashes are a valid header value")
 }
 
 pin_project_lite::pin_project! {

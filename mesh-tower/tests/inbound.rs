@@ -61,6 +61,63 @@ spec:
               header: {key: x-local-rate-limit, value: "true"}
 "#;
 
+/// The per-route shape of Istio's rate limit sample, for `app: ratings`: a route-level bucket
+/// of 6 a minute, and a bucket of 2 for requests whose path starts with `/ratings/limited`
+/// (a `header_value_match` descriptor), plus one per client address that never runs dry.
+const PER_ROUTE_DESCRIPTORS: &str = r#"
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata:
+  name: ratings-route-limits
+  namespace: default
+spec:
+  workloadSelector:
+    labels:
+      app: ratings
+  configPatches:
+  - applyTo: HTTP_ROUTE
+    match:
+      context: SIDECAR_INBOUND
+      routeConfiguration:
+        vhost:
+          name: "inbound|http|9080"
+          route:
+            action: ANY
+    patch:
+      operation: MERGE
+      value:
+        route:
+          rate_limits:
+          - actions:
+            - remote_address: {}
+          - actions:
+            - header_value_match:
+                descriptor_value: limited
+                headers:
+                - name: :path
+                  string_match:
+                    prefix: /Ratings/Limited
+                    ignore_case: true
+        typed_per_filter_config:
+          envoy.filters.http.local_ratelimit:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+            stat_prefix: ratings_route
+            token_bucket: {max_tokens: 6, tokens_per_fill: 6, fill_interval: 60s}
+            filter_enabled:
+              default_value: {numerator: 100, denominator: HUNDRED}
+            filter_enforced:
+              default_value: {numerator: 100, denominator: HUNDRED}
+            descriptors:
+            - entries:
+              - key: header_match
+                value: limited
+              token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s}
+            - entries:
+              - key: remote_address
+                value: ""
+              token_bucket: {max_tokens: 1000, tokens_per_fill: 1000, fill_interval: 60s}
+"#;
+
 const DENY_POST: &str = r#"
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -154,6 +211,26 @@ async fn local_rate_limit_answers_429_after_five_requests() {
         }
     }
     assert_eq!((ok, limited), (5, 7));
+}
+
+#[tokio::test]
+async fn per_route_descriptors_limit_matching_requests_with_their_own_bucket() {
+    let addr = serve(PER_ROUTE_DESCRIPTORS).await;
+    let client = client();
+    let mut limited_path = Vec::new();
+    for _ in 0..4 {
+        let (status, ..) = send(&client, "GET", format!("http://{addr}/ratings/limited/1")).await;
+        limited_path.push(status);
+    }
+    // The descriptor bucket holds 2; the two that passed also drew from the route's bucket
+    // (Envoy's always_consume_default_token_bucket), the two refused did not.
+    assert_eq!(limited_path, [200, 200, 429, 429]);
+    let mut others = Vec::new();
+    for _ in 0..6 {
+        let (status, ..) = send(&client, "GET", format!("http://{addr}/ratings/0")).await;
+        others.push(status);
+    }
+    assert_eq!(others, [200, 200, 200, 200, 429, 429]);
 }
 
 #[tokio::test]

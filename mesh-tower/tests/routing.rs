@@ -342,3 +342,47 @@ async fn services_without_a_virtual_service_get_istios_default_retries() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_upstream_sees_an_x_request_id_generated_or_kept() {
+    let svc = stack(&reviews().await);
+    let (_, headers, _) = send(
+        &svc,
+        get("http://reviews.example.internal:9080/")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    let id = headers["x-echo-x-request-id"].to_str().unwrap().to_owned();
+    // A version-4 UUID: 8-4-4-4-12 hex digits, version 4, variant 10xx.
+    let parts: Vec<&str> = id.split('-').collect();
+    assert_eq!(
+        parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+        [8, 4, 4, 4, 12],
+        "{id}"
+    );
+    assert!(
+        id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()),
+        "{id}"
+    );
+    assert!(parts[2].starts_with('4'), "{id}");
+    assert!("89ab".contains(&parts[3][..1]), "{id}");
+    let (_, again, _) = send(
+        &svc,
+        get("http://reviews.example.internal:9080/")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_ne!(again["x-echo-x-request-id"], id.as_str(), "ids must differ");
+
+    let (_, kept, _) = send(
+        &svc,
+        get("http://reviews.example.internal:9080/")
+            .header("x-request-id", "from-the-client")
+            .body(empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(kept["x-echo-x-request-id"], "from-the-client");
+}

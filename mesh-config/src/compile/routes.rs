@@ -3,7 +3,7 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 use mesh_core::{
     Host, Percent, Selector,
-    matching::{HeaderMatcher, HttpMatch, StringMatcher},
+    matching::{HeaderMatcher, HttpMatch, L4Match, StringMatcher, TlsMatch},
     model::{
         self, AbortStatus, DirectResponse, Fault, FaultAbort, FaultDelay, HeaderOperations,
         HeaderOps, HttpRoute, MESH_GATEWAY, Mirror, Redirect, RedirectPort, RetryPolicy, Rewrite,
@@ -77,19 +77,8 @@ pub(crate) fn compile_virtual_service(
             .tcp
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
-                r.r#match.is_empty()
-                    || r.r#match
-                        .iter()
-                        .any(|m| gateway_ok(&m.gateways, &gateway, &obj.namespace))
-            })
             .filter_map(|(i, r)| {
-                let ports = r
-                    .r#match
-                    .iter()
-                    .filter_map(|m| m.port)
-                    .filter_map(|p| u16::try_from(p).ok())
-                    .collect();
+                let matches = tcp_matches(&r.r#match, &gateway, &obj.namespace)?;
                 let destinations = weighted(
                     obj,
                     &format!("spec.tcp[{i}].route"),
@@ -97,7 +86,7 @@ pub(crate) fn compile_virtual_service(
                     sink,
                 )?;
                 Some(TcpRoute {
-                    ports,
+                    matches,
                     destinations,
                 })
             })
@@ -106,25 +95,8 @@ pub(crate) fn compile_virtual_service(
             .tls
             .iter()
             .enumerate()
-            .filter(|(_, r)| {
-                r.r#match.is_empty()
-                    || r.r#match
-                        .iter()
-                        .any(|m| gateway_ok(&m.gateways, &gateway, &obj.namespace))
-            })
             .filter_map(|(i, r)| {
-                let sni_hosts = r
-                    .r#match
-                    .iter()
-                    .flat_map(|m| m.sni_hosts.iter())
-                    .map(|h| Host::new(h))
-                    .collect();
-                let ports = r
-                    .r#match
-                    .iter()
-                    .filter_map(|m| m.port)
-                    .filter_map(|p| u16::try_from(p).ok())
-                    .collect();
+                let matches = tls_matches(&r.r#match, &gateway, &obj.namespace)?;
                 let destinations = weighted(
                     obj,
                     &format!("spec.tls[{i}].route"),
@@ -132,8 +104,7 @@ pub(crate) fn compile_virtual_service(
                     sink,
                 )?;
                 Some(TlsRoute {
-                    sni_hosts,
-                    ports,
+                    matches,
                     destinations,
                 })
             })
@@ -167,6 +138,58 @@ pub(crate) fn add_virtual_host(table: &mut Vec<VirtualHost>, vh: VirtualHost) {
         return;
     }
     table.push(vh);
+}
+
+/// The `tcp` matches that apply to `gateway`; `None` when the route has matches but none for
+/// this gateway (the route is then not part of its table).
+fn tcp_matches(
+    matches: &[vs::L4MatchAttributes],
+    gateway: &str,
+    namespace: &str,
+) -> Option<Vec<L4Match>> {
+    let out: Vec<L4Match> = matches
+        .iter()
+        .filter(|m| gateway_ok(&m.gateways, gateway, namespace))
+        .map(|m| L4Match {
+            port: m.port.and_then(|p| u16::try_from(p).ok()),
+            destination_subnets: subnets(&m.destination_subnets),
+            source_labels: Selector::new(m.source_labels.clone()),
+            source_namespace: m.source_namespace.clone(),
+        })
+        .collect();
+    (matches.is_empty() || !out.is_empty()).then_some(out)
+}
+
+/// The `tls` matches that apply to `gateway`, as [`tcp_matches`]. `sniHosts` are taken as
+/// written (Istio does not qualify them).
+fn tls_matches(
+    matches: &[vs::TlsMatchAttributes],
+    gateway: &str,
+    namespace: &str,
+) -> Option<Vec<TlsMatch>> {
+    let out: Vec<TlsMatch> = matches
+        .iter()
+        .filter(|m| gateway_ok(&m.gateways, gateway, namespace))
+        .map(|m| TlsMatch {
+            sni_hosts: m.sni_hosts.iter().map(|h| Host::new(h)).collect(),
+            port: m.port.and_then(|p| u16::try_from(p).ok()),
+            destination_subnets: subnets(&m.destination_subnets),
+            source_labels: Selector::new(m.source_labels.clone()),
+            source_namespace: m.source_namespace.clone(),
+        })
+        .collect();
+    (matches.is_empty() || !out.is_empty()).then_some(out)
+}
+
+/// `destinationSubnets`: CIDRs, or addresses (a /32 or /128). Validation reported bad ones.
+fn subnets(list: &[String]) -> Vec<ipnet::IpNet> {
+    list.iter()
+        .filter_map(|s| {
+            s.parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+        })
+        .collect()
 }
 
 /// A match's own `gateways` override the VirtualService's.
@@ -723,6 +746,71 @@ mod substitution_tests {
         assert_eq!(
             re.replace("/v1/items", super::envoy_substitution("/v2/\\1").as_str()),
             "/v2/items"
+        );
+    }
+}
+
+#[cfg(test)]
+mod l4_match_tests {
+    use mesh_core::{Host, matching::L4Match};
+
+    /// `tcp` and `tls` matches keep each match's own conditions, per gateway: a match naming
+    /// another gateway is not in this gateway's table, and a route left without matches for it
+    /// is not either.
+    #[test]
+    fn tcp_and_tls_matches_are_compiled_per_gateway() {
+        let yaml = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: l4, namespace: edge}
+spec:
+  hosts: ["*.example.com"]
+  gateways: [public, internal]
+  tcp:
+  - match:
+    - {port: 27017, gateways: [public], destinationSubnets: [10.0.0.0/8, 192.168.1.1], sourceLabels: {app: gw}}
+    - {port: 27018, gateways: [internal]}
+    route: [{destination: {host: mongo.example.com}}]
+  - match: [{port: 1, gateways: [internal]}]
+    route: [{destination: {host: internal-only.example.com}}]
+  tls:
+  - match: [{sniHosts: [db.example.com], port: 443, sourceNamespace: edge}]
+    route: [{destination: {host: db.example.com}}]
+"#;
+        let mesh = crate::Loader::new()
+            .check_str("l4.yaml", yaml)
+            .into_mesh()
+            .unwrap();
+        let table = |gw: &str| {
+            mesh.compiled()
+                .virtual_hosts
+                .iter()
+                .find(|vh| vh.gateway == gw)
+                .unwrap()
+                .clone()
+        };
+        let public = table("edge/public");
+        assert_eq!(public.tcp.len(), 1);
+        assert_eq!(
+            public.tcp[0].matches,
+            [L4Match {
+                port: Some(27017),
+                destination_subnets: vec![
+                    "10.0.0.0/8".parse().unwrap(),
+                    "192.168.1.1/32".parse().unwrap()
+                ],
+                source_labels: [("app", "gw")].into_iter().collect(),
+                source_namespace: None,
+            }]
+        );
+        let internal = table("edge/internal");
+        assert_eq!(internal.tcp.len(), 2);
+        assert_eq!(internal.tcp[0].matches[0].port, Some(27018));
+        assert_eq!(internal.tls.len(), 1);
+        let tls = &internal.tls[0].matches[0];
+        assert_eq!(tls.sni_hosts, [Host::new("db.example.com")]);
+        assert_eq!(
+            (tls.port, tls.source_namespace.as_deref()),
+            (Some(443), Some("edge"))
         );
     }
 }

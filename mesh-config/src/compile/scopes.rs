@@ -11,7 +11,7 @@ use mesh_core::{
 use super::Sink;
 use crate::{
     kinds::{
-        envoy_filter::{EnvoyFilter, PatchContext, RateLimitPlacement},
+        envoy_filter::{EnvoyFilter, PatchContext},
         gateway::{self as gw, Gateway},
         sidecar::{OutboundTrafficPolicyMode, Sidecar},
     },
@@ -50,13 +50,14 @@ pub(crate) fn gateway_servers(obj: &Object<Gateway>) -> Vec<GatewayServer> {
                 bind: s.bind.clone(),
                 hosts: s.hosts.iter().map(|h| namespaced_host(h, "*")).collect(),
                 tls: s.tls.as_ref().map(|t| ServerTls {
-                    mode: match t.mode {
-                        Some(gw::TlsMode::Passthrough) => ServerTlsMode::Passthrough,
-                        Some(gw::TlsMode::Simple) | None => ServerTlsMode::Simple,
-                        Some(gw::TlsMode::Mutual) => ServerTlsMode::Mutual,
-                        Some(gw::TlsMode::AutoPassthrough) => ServerTlsMode::AutoPassthrough,
-                        Some(gw::TlsMode::IstioMutual) => ServerTlsMode::IstioMutual,
-                        Some(gw::TlsMode::OptionalMutual) => ServerTlsMode::OptionalMutual,
+                    // Unset is PASSTHROUGH, the proto's default, as in Istio.
+                    mode: match t.effective_mode() {
+                        gw::TlsMode::Passthrough => ServerTlsMode::Passthrough,
+                        gw::TlsMode::Simple => ServerTlsMode::Simple,
+                        gw::TlsMode::Mutual => ServerTlsMode::Mutual,
+                        gw::TlsMode::AutoPassthrough => ServerTlsMode::AutoPassthrough,
+                        gw::TlsMode::IstioMutual => ServerTlsMode::IstioMutual,
+                        gw::TlsMode::OptionalMutual => ServerTlsMode::OptionalMutual,
                     },
                     https_redirect: t.https_redirect.unwrap_or(false),
                     credential_name: t.credential_name.clone(),
@@ -117,16 +118,39 @@ pub(crate) fn rate_limits(obj: &Object<EnvoyFilter>, sink: &mut Sink<'_>) -> Vec
             Some(Err(e)) => sink.error(obj, &format!("{path}.patch.value"), e),
             Some(Ok(found)) => {
                 let context = patch.r#match.as_ref().map(|m| m.context).unwrap_or(PatchContext::Any);
-                if found.placement == RateLimitPlacement::PerRoute && !found.route_rate_limits.is_empty() {
+                let (actions, skipped) =
+                    crate::kinds::envoy_filter::route_rate_limit_actions(&found.route_rate_limits);
+                for (j, why) in skipped {
+                    sink.warn(
+                        obj,
+                        &format!("{path}.patch.value.route.rate_limits[{j}]"),
+                        format!("{why}; this rate_limits entry produces no descriptor"),
+                    );
+                }
+                let to_bucket = |b: &crate::kinds::envoy_filter::TokenBucket| TokenBucket {
+                    max_tokens: b.max_tokens,
+                    tokens_per_fill: b.tokens_per_fill,
+                    fill_interval: b.fill_interval,
+                };
+                let descriptors: Vec<_> = found
+                    .config
+                    .descriptors
+                    .iter()
+                    .map(|d| mesh_core::rate_limit::Descriptor {
+                        entries: d.entries.iter().map(|e| (e.key.clone(), e.value.clone())).collect(),
+                        bucket: to_bucket(&d.token_bucket),
+                    })
+                    .collect();
+                if !descriptors.is_empty() && actions.is_empty() {
                     sink.warn(
                         obj,
                         &format!("{path}.patch.value"),
-                        "route rate_limits actions (descriptors) are not applied yet: only the route's token bucket is".to_owned(),
+                        "descriptors are configured but no route rate_limits actions produce descriptors: only the default token bucket applies".to_owned(),
                     );
                 }
-                let Some(bucket) = found.config.token_bucket else {
+                if found.config.token_bucket.is_none() && (descriptors.is_empty() || actions.is_empty()) {
                     continue;
-                };
+                }
                 let pct = |f: &Option<crate::kinds::envoy_filter::RuntimeFractionalPercent>| {
                     f.as_ref()
                         .and_then(|f| Percent::new(f.fraction() * 100.0))
@@ -148,11 +172,13 @@ pub(crate) fn rate_limits(obj: &Object<EnvoyFilter>, sink: &mut Sink<'_>) -> Vec
                         PatchContext::Waypoint => "WAYPOINT",
                     }
                     .to_owned(),
-                    bucket: TokenBucket {
-                        max_tokens: bucket.max_tokens,
-                        tokens_per_fill: bucket.tokens_per_fill,
-                        fill_interval: bucket.fill_interval,
-                    },
+                    bucket: found.config.token_bucket.as_ref().map(to_bucket),
+                    descriptors,
+                    actions,
+                    always_consume_default: found
+                        .config
+                        .always_consume_default_token_bucket
+                        .unwrap_or(true),
                     // Envoy: without filter_enabled/filter_enforced the filter neither runs nor
                     // enforces (0%).
                     filter_enabled: pct(&found.config.filter_enabled),

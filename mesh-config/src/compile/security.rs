@@ -162,7 +162,7 @@ pub(crate) fn request_authentication(
             .map(|r| JwtRule {
                 issuer: r.issuer.clone().unwrap_or_default(),
                 audiences: r.audiences.clone(),
-                jwks_uri: r.jwks_uri.clone(),
+                jwks_uri: r.jwks_uri().map(str::to_owned),
                 jwks: r.jwks.clone(),
                 from_headers: r
                     .from_headers

@@ -509,8 +509,9 @@ spec:
     assert!(!sc.allows(&own, "billing", Some(9080)));
     let rl = &mesh.rate_limits[0];
     assert_eq!(rl.context, "SIDECAR_INBOUND");
-    assert_eq!((rl.bucket.max_tokens, rl.bucket.tokens_per_fill), (10, 10));
-    assert_eq!(rl.bucket.fill_interval, Duration::from_secs(60));
+    let bucket = rl.bucket.expect("the default bucket");
+    assert_eq!((bucket.max_tokens, bucket.tokens_per_fill), (10, 10));
+    assert_eq!(bucket.fill_interval, Duration::from_secs(60));
     assert_eq!(
         (rl.filter_enabled.value(), rl.filter_enforced.value()),
         (100.0, 50.0)

@@ -41,6 +41,7 @@
 //! ```
 
 mod http_match;
+mod l4;
 mod request;
 mod string;
 
@@ -48,5 +49,6 @@ mod string;
 mod tests;
 
 pub use http_match::{HttpMatch, RouteMatch, first_match, first_match_detail, matches_any};
+pub use l4::{ConnectionView, L4Match, TlsMatch, best_tls_match, first_tcp_match};
 pub use request::{MESH_GATEWAY, RequestView};
 pub use string::{HeaderMatcher, StringMatchKind, StringMatcher};

@@ -267,10 +267,18 @@ pub struct LocalRateLimit {
     pub selector: Option<Selector>,
     /// `SIDECAR_INBOUND`, `SIDECAR_OUTBOUND`, `GATEWAY` or `ANY`.
     pub context: String,
-    pub bucket: TokenBucket,
+    /// The default bucket (`token_bucket`); `None`: only descriptor buckets limit.
+    pub bucket: Option<TokenBucket>,
     pub filter_enabled: Percent,
     pub filter_enforced: Percent,
     pub response_headers: Vec<(String, String)>,
+    /// `descriptors`: buckets for requests whose generated descriptor matches.
+    pub descriptors: Vec<crate::rate_limit::Descriptor>,
+    /// The route's `rate_limits`: each entry's actions build one descriptor per request.
+    pub actions: Vec<crate::rate_limit::RateLimitActions>,
+    /// `always_consume_default_token_bucket` (Envoy's default: true): whether the default
+    /// bucket is drawn from even when a descriptor bucket matched.
+    pub always_consume_default: bool,
 }
 
 /// `max_tokens` tokens, refilled by `tokens_per_fill` every `fill_interval`.

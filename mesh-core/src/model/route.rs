@@ -247,17 +247,18 @@ impl HeaderOps {
     }
 }
 
-/// A `tcp` route: match on port (and source), weighted destinations.
+/// A `tcp` route: matches on port, destination subnets and source (ORed; none: every
+/// connection), weighted destinations. See [`first_tcp_match`](crate::matching::first_tcp_match).
 #[derive(Debug, Clone)]
 pub struct TcpRoute {
-    pub ports: Vec<u16>,
+    pub matches: Vec<crate::matching::L4Match>,
     pub destinations: WeightedDestinations,
 }
 
-/// A `tls` route: match on SNI (and port), weighted destinations.
+/// A `tls` route: matches on SNI, port, destination subnets and source (ORed), weighted
+/// destinations. See [`best_tls_match`](crate::matching::best_tls_match).
 #[derive(Debug, Clone)]
 pub struct TlsRoute {
-    pub sni_hosts: Vec<Host>,
-    pub ports: Vec<u16>,
+    pub matches: Vec<crate::matching::TlsMatch>,
     pub destinations: WeightedDestinations,
 }

@@ -52,6 +52,7 @@ use tower::{Layer, Service};
 use crate::{
     body::{BoxError, MeshBody},
     error::MeshError,
+    jwt::RequestAuth,
     snapshot::MeshHandle,
 };
 
@@ -150,6 +151,10 @@ impl Shared {
             if let Some(sni) = conn.sni.as_deref() {
                 view = view.with_sni(sni);
             }
+        }
+        // Put there by the request authentication layer for a verified JWT.
+        if let Some(auth) = req.extensions().get::<RequestAuth>() {
+            view = view.with_request_auth(&auth.principal, &auth.claims);
         }
         let decision = compiled.engine.evaluate(&compiled.policies, &view);
         if !decision.audit.is_empty() || !decision.dry_run.is_empty() {

@@ -1,12 +1,13 @@
-//! The HTTP clients to endpoints: hyper-util's pooled client over a connector that TLS
-//! origination will wrap, one client per set of connection settings.
+//! The HTTP clients to endpoints: hyper-util's pooled client over a connector wrapped by TLS
+//! origination ([`Originate`]), one client per set of connection settings.
 //!
 //! A DestinationRule's `connectionPool` sets, per destination, settings that hyper-util fixes per
 //! client: `tcp.connectTimeout`, `http.idleTimeout` (or `tcp.idleTimeout`), HTTP/2 or HTTP/1.1,
-//! and `maxRequestsPerConnection: 1` (no keep-alive). [`HttpClients`] keeps one client per
-//! distinct [`ClientSettings`] (a handful in any real config), so destinations with the same
-//! settings share a pool of connections, and each client's pool only holds connections made
-//! with its settings.
+//! and `maxRequestsPerConnection: 1` (no keep-alive); its `tls` (or auto mTLS) decides the
+//! [`Transport`]. [`HttpClients`] keeps one client per distinct [`ClientSettings`] (a handful in
+//! any real config), so destinations with the same settings share a pool of connections, and
+//! each client's pool only holds connections made with its settings: a connection made with
+//! one TLS setting (or plain) is never reused for another.
 
 use std::{
     collections::HashMap,
@@ -23,9 +24,14 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 use mesh_core::model::ConnectionPool;
+use rustls_pki_types::ServerName;
 use tower::Service;
 
-use crate::body::{BoxError, MeshBody};
+use super::origination::{self, Originate, OriginationError, Transport};
+use crate::{
+    body::{BoxError, MeshBody},
+    tls::IdentitySource,
+};
 
 pub use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -76,8 +82,8 @@ pub fn http_connector() -> HttpConnector {
     c
 }
 
-/// The settings hyper-util fixes per client, from a destination's `connectionPool`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The settings hyper-util fixes per client, from a destination's `connectionPool` and `tls`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ClientSettings {
     /// HTTP/2 with prior knowledge (h2c, gRPC, `h2UpgradePolicy: UPGRADE`); HTTP/1.1 otherwise.
     pub h2: bool,
@@ -88,10 +94,12 @@ pub struct ClientSettings {
     /// `false` for `maxRequestsPerConnection: 1` ("Setting this parameter to 1 disables keep
     /// alive"): no connection goes back to the pool.
     pub keep_alive: bool,
+    /// Plain text or TLS, and which TLS (DestinationRule `tls`, auto mTLS).
+    pub transport: Transport,
 }
 
 impl ClientSettings {
-    /// The settings for a destination with `pool` (Istio's defaults where unset).
+    /// The settings for a destination with `pool` (Istio's defaults where unset), plain text.
     pub fn for_pool(pool: Option<&ConnectionPool>, h2: bool) -> Self {
         ClientSettings {
             h2,
@@ -102,35 +110,76 @@ impl ClientSettings {
                 .and_then(|p| p.idle_timeout)
                 .unwrap_or(DEFAULT_IDLE_TIMEOUT),
             keep_alive: pool.and_then(|p| p.max_requests_per_connection) != Some(1),
+            transport: Transport::Plain,
         }
+    }
+
+    /// These settings over `transport`.
+    pub fn with_transport(self, transport: Transport) -> Self {
+        ClientSettings { transport, ..self }
     }
 }
 
-/// The pooled clients, one per [`ClientSettings`], sharing one connector. Clones share the
-/// clients (and so their pools).
+/// The pooled clients, one per [`ClientSettings`], sharing one connector and the workload's
+/// identity (ISTIO_MUTUAL). Clones share the clients (and so their pools).
 #[derive(Clone, Debug)]
 pub struct HttpClients<C> {
     connector: C,
+    identity: Option<IdentitySource>,
     clients: Arc<Mutex<HashMap<ClientSettings, PooledClient<C>>>>,
 }
 
-/// hyper-util's pooled client over `C`, with the connect timeout.
-pub type PooledClient<C> = Client<TimedConnector<C>, MeshBody>;
+impl<C> HttpClients<C> {
+    /// The workload identity ISTIO_MUTUAL presents, if any.
+    pub fn identity(&self) -> Option<&IdentitySource> {
+        self.identity.as_ref()
+    }
+}
+
+/// hyper-util's pooled client over `C` with TLS origination, and the connect timeout around
+/// both (Envoy's `connect_timeout` covers the TLS handshake too).
+pub type PooledClient<C> = Client<TimedConnector<Originate<C>>, MeshBody>;
 
 impl<C: UpstreamConnector> HttpClients<C> {
     pub fn new(connector: C) -> Self {
         HttpClients {
             connector,
+            identity: None,
             clients: Arc::default(),
         }
     }
 
-    /// The client for `settings` (built on first use).
-    pub fn client(&self, settings: ClientSettings) -> PooledClient<C> {
+    /// Originates ISTIO_MUTUAL with `source`'s certificate (read at every handshake, so
+    /// rotations apply to new connections). Starts with no pooled client.
+    pub fn with_identity(self, source: IdentitySource) -> Self {
+        HttpClients {
+            connector: self.connector,
+            identity: Some(source),
+            clients: Arc::default(),
+        }
+    }
+
+    /// The client for `settings`, built on first use: for a TLS transport, with its rustls
+    /// configuration (certificate files are read then; a file that cannot be used fails the
+    /// request, and is read again by the next one).
+    pub fn client(&self, settings: ClientSettings) -> Result<PooledClient<C>, OriginationError> {
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = clients.get(&settings) {
-            return c.clone();
+            return Ok(c.clone());
         }
+        let connector = match &settings.transport {
+            Transport::Plain => Originate::plain(self.connector.clone()),
+            Transport::Tls(key) => {
+                let config = origination::client_config(key, self.identity.as_ref())?;
+                let server_name = ServerName::try_from(key.sni.clone()).map_err(|_| {
+                    OriginationError::Config {
+                        sni: key.sni.clone(),
+                        reason: "not a valid DNS name or IP address".into(),
+                    }
+                })?;
+                Originate::tls(self.connector.clone(), config, server_name)
+            }
+        };
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
@@ -144,11 +193,11 @@ impl<C: UpstreamConnector> HttpClients<C> {
             b.pool_max_idle_per_host(0);
         }
         let client = b.build(TimedConnector {
-            inner: self.connector.clone(),
+            inner: connector,
             timeout: settings.connect_timeout,
         });
         clients.insert(settings, client.clone());
-        client
+        Ok(client)
     }
 }
 

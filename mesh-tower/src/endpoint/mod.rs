@@ -20,6 +20,9 @@
 //!   limit the answer is 503 `overflow` at once.
 //! - `connectionPool` client settings ([`ClientSettings`]): connect timeout, idle timeout,
 //!   keep-alive.
+//! - `tls` and auto mTLS (`origination/`): plain text, SIMPLE, MUTUAL or ISTIO_MUTUAL with
+//!   secure naming, decided once per cluster and config version; the transport is part of the
+//!   client settings, so pools never mix TLS settings.
 //! - `loadBalancer.consistentHash.httpCookie` with a `ttl`: a request without the cookie gets a
 //!   generated one, in a `Set-Cookie` on the response, so the client sticks to the endpoint.
 //!
@@ -31,6 +34,7 @@
 mod balancers;
 mod circuit;
 mod connect;
+mod origination;
 mod outliers;
 #[cfg(test)]
 mod tests;
@@ -54,10 +58,16 @@ use mesh_core::{
 use tower::Service;
 
 pub use balancers::Balancers;
+pub(crate) use balancers::{InFlight, PickSet};
 pub use circuit::RetryOverflow;
 pub use connect::{
     ClientSettings, ConnectTimeout, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, HttpClients,
     HttpConnector, PooledClient, TimedConnector, UpstreamConnector, http_connector,
+};
+pub(crate) use origination::transport_failure_reason;
+pub use origination::{
+    Originate, OriginationError, OriginationMode, TlsHandshakeError, TlsKey, Transport,
+    UpstreamStream,
 };
 
 use crate::{
@@ -80,6 +90,7 @@ pub struct Upstream<C = connect::HttpConnector> {
     balancers: Arc<Balancers>,
     breakers: Arc<circuit::CircuitBreakers>,
     outliers: Arc<outliers::OutlierDetectors>,
+    transports: Arc<origination::ClusterTransports>,
 }
 
 impl Upstream {
@@ -96,15 +107,32 @@ impl Default for Upstream {
 }
 
 impl<C: UpstreamConnector> Upstream<C> {
-    /// Upstream connections made by `connector`: the seam where TLS origination plugs in. The
-    /// destination's `connectionPool.tcp.connectTimeout` (default 10 s) is applied around it.
+    /// Upstream connections made by `connector` (plain TCP: TLS origination wraps it). The
+    /// destination's `connectionPool.tcp.connectTimeout` (default 10 s) is applied around both.
     pub fn with_connector(connector: C) -> Self {
         Upstream {
             clients: HttpClients::new(connector),
             balancers: Arc::new(Balancers::default()),
             breakers: Arc::default(),
             outliers: Arc::default(),
+            transports: Arc::default(),
         }
+    }
+
+    /// The workload's identity: ISTIO_MUTUAL (a DestinationRule's, or auto mTLS to endpoints
+    /// labelled `security.istio.io/tlsMode: istio`) presents it and verifies servers against
+    /// its roots. Without one, auto mTLS sends plain text and ISTIO_MUTUAL fails with 503.
+    pub fn with_identity(self, source: crate::tls::IdentitySource) -> Self {
+        Upstream {
+            clients: self.clients.with_identity(source),
+            transports: Arc::default(),
+            ..self
+        }
+    }
+
+    /// The workload identity, if any.
+    pub fn identity(&self) -> Option<&crate::tls::IdentitySource> {
+        self.clients.identity()
     }
 }
 
@@ -207,7 +235,18 @@ impl<C: UpstreamConnector> Service<Request<MeshBody>> for Upstream<C> {
                 req.headers_mut().insert(HOST, v);
             }
             *req.uri_mut() = upstream_uri(req.uri(), &picked.authority)?;
-            let client = clients.client(picked.settings);
+            // The destination decides the upstream protocol (its port's protocol, ALPN), not
+            // the HTTP version the client spoke to us: hyper's pool refuses an HTTP/2-marked
+            // request on an HTTP/1.1 connection, and sends an HTTP/1.1-marked one as HTTP/2 on
+            // an HTTP/2 connection.
+            *req.version_mut() = http::Version::HTTP_11;
+            let client =
+                clients
+                    .client(picked.settings)
+                    .map_err(|e| MeshError::UpstreamConnect {
+                        endpoint: picked.authority.clone(),
+                        source: e.into(),
+                    })?;
             let mut attempt = Attempt {
                 outlier: picked.outlier.take(),
                 deadline,
@@ -294,7 +333,7 @@ fn upstream_uri(uri: &Uri, authority: &str) -> Result<Uri, BoxError> {
 }
 
 /// `address:port` of an endpoint for a service port.
-fn endpoint_authority(
+pub(crate) fn endpoint_authority(
     ep: &mesh_core::model::Endpoint,
     port: &mesh_core::model::ServicePort,
 ) -> String {
@@ -409,6 +448,11 @@ impl<C> Upstream<C> {
             )
             .ok_or_else(unavailable)?;
         let ep = endpoints[pick.index];
+        // The destination workload of Istio's metrics (the client-side fallback to the
+        // endpoint's registry labels).
+        if let Some(t) = req.extensions().get::<crate::telemetry::RequestTelemetry>() {
+            t.record_endpoint(snapshot, service, ep);
+        }
         if let EndpointAddress::Unix(path) = &ep.address {
             return Err(MeshError::UpstreamConnect {
                 endpoint: format!("unix://{path}"),
@@ -421,6 +465,29 @@ impl<C> Upstream<C> {
         let pool = traffic.connection_pool.as_ref();
         let h2 = matches!(port.protocol, Protocol::Http2 | Protocol::Grpc)
             || pool.is_some_and(|cp| cp.h2_upgrade);
+        let transport = self
+            .transports
+            .decided(&cluster, snapshot.version, || {
+                origination::Decided::new(
+                    snapshot.version,
+                    &origination::ClusterFacts {
+                        host: dest.host.as_str(),
+                        port: port.number,
+                        subset: dest.subset.as_deref(),
+                        h2,
+                        tls: traffic.tls.as_ref(),
+                        rule: policy.map(|p| p.destination_rule.as_str()),
+                        identities: origination::service_identities(service),
+                        mtls_disabled: origination::mtls_disabled(snapshot, service),
+                        has_identity: self.clients.identity().is_some(),
+                    },
+                )
+            })
+            .for_endpoint(ep)
+            .map_err(|e| MeshError::UpstreamConnect {
+                endpoint: authority.clone(),
+                source: e.into(),
+            })?;
         let admission = match pool {
             Some(cp) => self.breakers.admit(
                 &cluster,
@@ -440,7 +507,7 @@ impl<C> Upstream<C> {
                 authority: authority.clone(),
             }),
             authority,
-            settings: ClientSettings::for_pool(pool, h2),
+            settings: ClientSettings::for_pool(pool, h2).with_transport(transport),
             held: Held {
                 _in_flight: pick.in_flight,
                 admission,

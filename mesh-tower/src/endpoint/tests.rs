@@ -432,6 +432,7 @@ fn client_settings_follow_istio_defaults() {
             connect_timeout: Duration::from_millis(250),
             idle_timeout: Duration::from_secs(5),
             keep_alive: false,
+            transport: Transport::Plain,
         }
     );
 }
@@ -448,7 +449,9 @@ async fn the_connect_timeout_applies_around_any_connector() {
         connect_timeout: Some(Duration::from_secs(3)),
         ..Default::default()
     };
-    let client = clients.client(ClientSettings::for_pool(Some(&cp), false));
+    let client = clients
+        .client(ClientSettings::for_pool(Some(&cp), false))
+        .unwrap();
     let start = tokio::time::Instant::now();
     let err = client
         .request(

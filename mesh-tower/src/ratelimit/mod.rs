@@ -20,6 +20,11 @@
 //!   consulted at all;
 //! - when a token is missing, `filter_enforced` decides whether to answer at once with 429
 //!   `local_rate_limited` ([`MeshError::RateLimited`]) or to let the request pass;
+//! - with descriptors (a per-route patch's `route.rate_limits` actions and the filter's
+//!   `descriptors`), the request draws from each descriptor bucket its generated descriptors
+//!   match ([`mesh_core::rate_limit`]), then from the default bucket unless a descriptor matched
+//!   and `always_consume_default_token_bucket` is false; an empty bucket limits it. The
+//!   `remote_address` action reads the client address from [`ConnectionInfo`](crate::authz::ConnectionInfo);
 //! - `response_headers_to_add` and `x-envoy-ratelimited: true` go on that 429 response only:
 //!   Envoy's `response_headers_to_add` are "added to each response for requests that have been
 //!   rate limited", and the filter "then sets the x-envoy-ratelimited response header".
@@ -59,8 +64,7 @@ use std::{
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue, Request, Response};
 use mesh_core::{
-    CompiledMesh, Labels,
-    model::{LocalRateLimit as LocalRateLimitPolicy, TokenBucket},
+    CompiledMesh, Labels, model::LocalRateLimit as LocalRateLimitPolicy, rate_limit,
     token_bucket::SharedTokenBucket,
 };
 use tokio::time::Instant;
@@ -142,11 +146,14 @@ impl Verdict {
     }
 }
 
-/// One applicable limit and its bucket.
+/// One applicable limit and its buckets.
 struct Limit {
     policy: LocalRateLimitPolicy,
-    bucket: Arc<SharedTokenBucket>,
-    /// The bucket's epoch.
+    /// The default bucket (`token_bucket`), if configured.
+    bucket: Option<Arc<SharedTokenBucket>>,
+    /// One bucket per configured descriptor, in the policy's order.
+    descriptor_buckets: Vec<Arc<SharedTokenBucket>>,
+    /// The buckets' epoch.
     start: Instant,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -161,14 +168,44 @@ impl fmt::Debug for Limit {
 }
 
 impl Limit {
-    fn try_acquire(&self) -> bool {
-        self.bucket
-            .try_acquire(Instant::now().saturating_duration_since(self.start))
+    /// Takes a token from every bucket the request draws from: the descriptor buckets its
+    /// descriptors match, and the default bucket unless a descriptor matched and
+    /// `always_consume_default_token_bucket` is false. The request is limited when one of them
+    /// is empty.
+    fn try_acquire(&self, req: &Request<MeshBody>) -> bool {
+        let now = Instant::now().saturating_duration_since(self.start);
+        let matched = if self.policy.actions.is_empty() || self.descriptor_buckets.is_empty() {
+            Vec::new()
+        } else {
+            let remote = req
+                .extensions()
+                .get::<crate::authz::ConnectionInfo>()
+                .and_then(|c| c.peer_addr)
+                .map(|a| a.ip());
+            let view = mesh_core::matching::RequestView::from_request(req);
+            let generated = rate_limit::generate(&self.policy.actions, &view, remote);
+            rate_limit::matching(&self.policy.descriptors, &generated)
+        };
+        // As Envoy's limiter: the matched descriptor buckets first, stopping at an empty one;
+        // then the default bucket.
+        if !matched
+            .iter()
+            .all(|i| self.descriptor_buckets[*i].try_acquire(now))
+        {
+            return false;
+        }
+        if matched.is_empty() || self.policy.always_consume_default {
+            return self.bucket.as_ref().is_none_or(|b| b.try_acquire(now));
+        }
+        true
     }
 
-    /// Whether this limit can keep `other`'s bucket across a reload.
-    fn same_bucket(&self, envoy_filter: &str, bucket: &TokenBucket) -> bool {
-        self.policy.envoy_filter == envoy_filter && self.bucket.config() == *bucket
+    /// Whether this limit can keep the buckets of `policy` across a reload: same EnvoyFilter,
+    /// same bucket settings.
+    fn same_buckets(&self, policy: &LocalRateLimitPolicy) -> bool {
+        self.policy.envoy_filter == policy.envoy_filter
+            && self.bucket.as_ref().map(|b| b.config()) == policy.bucket
+            && self.policy.descriptors == policy.descriptors
     }
 }
 
@@ -224,16 +261,27 @@ impl Shared {
             })
             .map(|policy| {
                 // Keep the bucket (and its tokens) of an unchanged limit.
-                let kept = previous.limits.iter().enumerate().find(|(i, old)| {
-                    !used[*i] && old.same_bucket(&policy.envoy_filter, &policy.bucket)
-                });
-                let (bucket, start) = match kept {
+                let kept = previous
+                    .limits
+                    .iter()
+                    .enumerate()
+                    .find(|(i, old)| !used[*i] && old.same_buckets(policy));
+                let (bucket, descriptor_buckets, start) = match kept {
                     Some((i, old)) => {
                         used[i] = true;
-                        (Arc::clone(&old.bucket), old.start)
+                        (
+                            old.bucket.clone(),
+                            old.descriptor_buckets.clone(),
+                            old.start,
+                        )
                     }
                     None => (
-                        Arc::new(SharedTokenBucket::new(policy.bucket)),
+                        policy.bucket.map(|b| Arc::new(SharedTokenBucket::new(b))),
+                        policy
+                            .descriptors
+                            .iter()
+                            .map(|d| Arc::new(SharedTokenBucket::new(d.bucket)))
+                            .collect(),
                         Instant::now(),
                     ),
                 };
@@ -257,6 +305,7 @@ impl Shared {
                 Limit {
                     policy: policy.clone(),
                     bucket,
+                    descriptor_buckets,
                     start,
                     headers,
                 }
@@ -345,8 +394,9 @@ impl LocalRateLimitLayer {
             .map(|l| {
                 (
                     l.policy.envoy_filter.clone(),
-                    l.bucket
-                        .available(Instant::now().saturating_duration_since(l.start)),
+                    l.bucket.as_ref().map_or(0, |b| {
+                        b.available(Instant::now().saturating_duration_since(l.start))
+                    }),
                 )
             })
             .collect()
@@ -403,7 +453,7 @@ where
         let limits = self.shared.limits(&mesh);
         for limit in &limits.limits {
             let verdict = Verdict::decide(&limit.policy, fastrand::f64(), fastrand::f64(), || {
-                limit.try_acquire()
+                limit.try_acquire(&req)
             });
             match verdict {
                 Verdict::Pass => {}

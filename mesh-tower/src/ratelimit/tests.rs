@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use mesh_core::{CompiledMesh, Percent, labels::Selector};
+use mesh_core::{CompiledMesh, Percent, labels::Selector, model::TokenBucket};
 use tower::{Service, ServiceExt};
 
 use super::*;
@@ -16,14 +16,17 @@ fn limit(max_tokens: u32, fill: Duration) -> LocalRateLimitPolicy {
         namespace: "default".into(),
         selector: Some(Selector::from_iter([("app", "ratings")])),
         context: "SIDECAR_INBOUND".into(),
-        bucket: TokenBucket {
+        bucket: Some(TokenBucket {
             max_tokens,
             tokens_per_fill: max_tokens,
             fill_interval: fill,
-        },
+        }),
         filter_enabled: Percent::HUNDRED,
         filter_enforced: Percent::HUNDRED,
         response_headers: vec![("x-local-rate-limit".into(), "true".into())],
+        descriptors: Vec::new(),
+        actions: Vec::new(),
+        always_consume_default: true,
     }
 }
 

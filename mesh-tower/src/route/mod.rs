@@ -278,6 +278,11 @@ fn decide(
     };
 
     let Some(vh_index) = snapshot.virtual_host_index(&client.gateway, host.as_str()) else {
+        if client.gateway != MESH_GATEWAY {
+            // A gateway forwards only what a VirtualService bound to it routes (Envoy's
+            // gateway listeners have no default route): 404.
+            return Err(MeshError::NoRoute { authority }.into());
+        }
         return default_route(snapshot, client, &host, &authority, port).map(|target| {
             Decision::Forward {
                 ctx: new_ctx(target, None),
@@ -287,8 +292,10 @@ fn decide(
     };
     let vh = &snapshot.virtual_hosts[vh_index];
     let found = {
+        // On a gateway, `match.port` is the port of the server the request came in on.
+        let match_port = req.extensions().get::<ListenerPort>().map_or(port, |p| p.0);
         let mut view = RequestView::new(req.method(), req.uri(), req.headers())
-            .with_port(port)
+            .with_port(match_port)
             .with_source_labels(&client.labels)
             .with_source_namespace(&client.namespace);
         if client.gateway != MESH_GATEWAY {
@@ -331,6 +338,12 @@ fn decide(
         }
     }
 }
+
+/// The port of the listener a request arrived on, as a request extension: a gateway server's
+/// port. Istio matches a VirtualService's `match.port` on a gateway against it (the Host
+/// header may carry no port, or another one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenerPort(pub u16);
 
 /// Istio's default route: the service itself, or the host's own address outside the registry.
 fn default_route(

@@ -94,3 +94,60 @@ async fn a_request_without_authority_is_an_error() {
         Some(MeshError::NoAuthority)
     ));
 }
+
+const GATEWAY_YAML: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: r}\nspec:\n  hosts: [r.example, other.example]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: STATIC\n  endpoints: [{address: 10.0.0.1}]\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\nspec:\n  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r.example]\n  gateways: [gw]\n  http:\n  - match: [{port: 8080}]\n    route: [{destination: {host: r.example}}]\n";
+
+fn gateway_router() -> (Route<Mock>, MockHandle) {
+    let report = mesh_config::Loader::new().check_str("t.yaml", GATEWAY_YAML);
+    assert!(!report.diagnostics.has_errors(), "{}", report.diagnostics);
+    let handle = MeshHandle::new(report.mesh);
+    let client = ClientIdentity {
+        gateway: "default/gw".into(),
+        ..ClientIdentity::default()
+    };
+    let (svc, h) = mock::pair();
+    (RouteLayer::new(handle, client).layer(svc), h)
+}
+
+#[tokio::test]
+async fn a_gateway_matches_port_against_its_listener_and_has_no_default_route() {
+    let (mut svc, mut handle) = gateway_router();
+    // The Host carries no port: `match.port: 8080` is the listener's port.
+    let mut req = Request::get("http://r.example/")
+        .body(body::empty())
+        .unwrap();
+    req.extensions_mut().insert(ListenerPort(8080));
+    let fut = svc.ready().await.unwrap().call(req);
+    let (sent, reply) = handle.next_request().await.unwrap();
+    assert!(
+        !sent
+            .extensions()
+            .get::<RouteCtx>()
+            .unwrap()
+            .is_default_route()
+    );
+    reply.send_response(Response::new(body::empty()));
+    fut.await.unwrap();
+
+    // Without the listener port, port 80 does not match: no route.
+    let req = Request::get("http://r.example/")
+        .body(body::empty())
+        .unwrap();
+    let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
+    assert!(matches!(
+        MeshError::find(&err),
+        Some(MeshError::NoRoute { .. })
+    ));
+
+    // A host in the registry but bound to no VirtualService of the gateway: 404, not the
+    // sidecar's default route.
+    let mut req = Request::get("http://other.example/")
+        .body(body::empty())
+        .unwrap();
+    req.extensions_mut().insert(ListenerPort(8080));
+    let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
+    assert!(matches!(
+        MeshError::find(&err),
+        Some(MeshError::NoRoute { .. })
+    ));
+}

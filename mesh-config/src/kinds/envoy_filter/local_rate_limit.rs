@@ -86,6 +86,8 @@ pub struct LocalRateLimit {
     pub filter_enforced: Option<RuntimeFractionalPercent>,
     pub response_headers_to_add: Vec<HeaderValueOption>,
     pub descriptors: Vec<LocalRateLimitDescriptor>,
+    /// `always_consume_default_token_bucket` (Envoy's default when unset: true).
+    pub always_consume_default_token_bucket: Option<bool>,
     /// Fields present in the configuration that are not extracted above (known ones mesh does
     /// not apply, like `enable_x_ratelimit_headers`, and unknown ones).
     pub other_fields: Vec<String>,
@@ -324,7 +326,17 @@ fn parse_local_rate_limit(m: &Map<String, Value>) -> Result<LocalRateLimit, Stri
                 .push(descriptor(d, &format!("descriptors[{i}]"))?);
         }
     }
+    match field(m, "always_consume_default_token_bucket") {
+        None => {}
+        Some(Value::Bool(b)) => rl.always_consume_default_token_bucket = Some(*b),
+        Some(other) => {
+            return Err(format!(
+                "always_consume_default_token_bucket must be true or false, not {other}"
+            ));
+        }
+    }
     const EXTRACTED: &[&str] = &[
+        "always_consume_default_token_bucket",
         "@type",
         "stat_prefix",
         "token_bucket",
@@ -491,4 +503,178 @@ fn descriptor(v: &Value, what: &str) -> Result<LocalRateLimitDescriptor, String>
         entries: out,
         token_bucket: token_bucket(tb, &format!("{what}.token_bucket"))?,
     })
+}
+
+// === route rate_limits actions ===
+
+/// The route's `rate_limits` entries as the actions mesh evaluates
+/// (<https://www.envoyproxy.io/docs/envoy/latest/api-v3/config/route/v3/route_components.proto#config-route-v3-ratelimit-action>):
+/// `remote_address`, `generic_key`, `request_headers` and `header_value_match`. An entry with
+/// another action cannot build its descriptor here: it is left out, and its index and reason
+/// come back in the second list for a warning.
+pub fn route_rate_limit_actions(
+    entries: &[Value],
+) -> (
+    Vec<mesh_core::rate_limit::RateLimitActions>,
+    Vec<(usize, String)>,
+) {
+    let mut out = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        match rate_limit_entry(entry, &format!("rate_limits[{i}]")) {
+            Ok(actions) => out.push(actions),
+            Err(e) => skipped.push((i, e)),
+        }
+    }
+    (out, skipped)
+}
+
+fn rate_limit_entry(
+    v: &Value,
+    what: &str,
+) -> Result<mesh_core::rate_limit::RateLimitActions, String> {
+    let m = obj(v, what)?;
+    let list = field(m, "actions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("{what}.actions must be a list"))?;
+    list.iter()
+        .enumerate()
+        .map(|(j, a)| rate_limit_action(a, &format!("{what}.actions[{j}]")))
+        .collect()
+}
+
+fn rate_limit_action(
+    v: &Value,
+    what: &str,
+) -> Result<mesh_core::rate_limit::RateLimitAction, String> {
+    use mesh_core::rate_limit::RateLimitAction as A;
+    let m = obj(v, what)?;
+    let (kind, body) = match m.iter().next() {
+        Some((k, b)) if m.len() == 1 => (snake(k), b),
+        _ => return Err(format!("{what} must name exactly one action")),
+    };
+    let empty = Map::new();
+    let body = body.as_object().unwrap_or(&empty);
+    let at = format!("{what}.{kind}");
+    match kind.as_str() {
+        "remote_address" => Ok(A::RemoteAddress),
+        "generic_key" => Ok(A::GenericKey {
+            key: opt_string(body, "descriptor_key")?.unwrap_or_else(|| "generic_key".into()),
+            value: opt_string(body, "descriptor_value")?
+                .ok_or_else(|| format!("{at}.descriptor_value is required"))?,
+        }),
+        "request_headers" => Ok(A::RequestHeaders {
+            header: opt_string(body, "header_name")?
+                .ok_or_else(|| format!("{at}.header_name is required"))?
+                .to_ascii_lowercase(),
+            key: opt_string(body, "descriptor_key")?
+                .ok_or_else(|| format!("{at}.descriptor_key is required"))?,
+        }),
+        "header_value_match" => {
+            let headers = field(body, "headers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| format!("{at}.headers must be a list"))?
+                .iter()
+                .enumerate()
+                .map(|(k, h)| header_condition(h, &format!("{at}.headers[{k}]")))
+                .collect::<Result<_, _>>()?;
+            let expect_match = match field(body, "expect_match") {
+                None => true,
+                Some(Value::Bool(b)) => *b,
+                // Envoy's JSON may wrap it: `expect_match: {value: false}`.
+                Some(Value::Object(w)) => w.get("value").and_then(Value::as_bool).unwrap_or(true),
+                Some(other) => {
+                    return Err(format!("{at}.expect_match must be a boolean, not {other}"));
+                }
+            };
+            Ok(A::HeaderValueMatch {
+                key: opt_string(body, "descriptor_key")?.unwrap_or_else(|| "header_match".into()),
+                value: opt_string(body, "descriptor_value")?
+                    .ok_or_else(|| format!("{at}.descriptor_value is required"))?,
+                expect_match,
+                headers,
+            })
+        }
+        other => Err(format!(
+            "{what}: the `{other}` action is not applied by mesh (it applies remote_address, generic_key, request_headers and header_value_match)"
+        )),
+    }
+}
+
+/// Envoy's route `HeaderMatcher`: `string_match` (or the older `exact_match`, `prefix_match`,
+/// `suffix_match`, `contains_match`, `safe_regex_match`), `present_match`, `invert_match`.
+fn header_condition(
+    v: &Value,
+    what: &str,
+) -> Result<mesh_core::rate_limit::HeaderCondition, String> {
+    let m = obj(v, what)?;
+    let name = opt_string(m, "name")?
+        .ok_or_else(|| format!("{what}.name is required"))?
+        .to_ascii_lowercase();
+    let invert = field(m, "invert_match")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let matcher = if let Some(sm) = field(m, "string_match") {
+        Some(string_matcher(
+            obj(sm, &format!("{what}.string_match"))?,
+            &format!("{what}.string_match"),
+        )?)
+    } else if field(m, "present_match").is_some() {
+        None
+    } else {
+        // The deprecated flat forms.
+        let mut flat = Map::new();
+        for (old, new) in [
+            ("exact_match", "exact"),
+            ("prefix_match", "prefix"),
+            ("suffix_match", "suffix"),
+            ("contains_match", "contains"),
+            ("safe_regex_match", "safe_regex"),
+        ] {
+            if let Some(v) = field(m, old) {
+                flat.insert(new.into(), v.clone());
+            }
+        }
+        if flat.is_empty() {
+            return Err(format!("{what} needs string_match or present_match"));
+        }
+        Some(string_matcher(&flat, what)?)
+    };
+    Ok(mesh_core::rate_limit::HeaderCondition {
+        name,
+        matcher,
+        invert,
+    })
+}
+
+/// Envoy's `StringMatcher`. `suffix` and `contains` become anchored regexes of the escaped text.
+fn string_matcher(
+    m: &Map<String, Value>,
+    what: &str,
+) -> Result<mesh_core::matching::StringMatcher, String> {
+    use mesh_core::matching::StringMatcher;
+    let ignore_case = field(m, "ignore_case")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let ci = if ignore_case { "(?i)" } else { "" };
+    let regex = |p: String| StringMatcher::regex(&p).map_err(|e| format!("{what}: {e}"));
+    if let Some(v) = opt_string(m, "exact")? {
+        Ok(StringMatcher::exact(v).ignore_case(ignore_case))
+    } else if let Some(v) = opt_string(m, "prefix")? {
+        Ok(StringMatcher::prefix(v).ignore_case(ignore_case))
+    } else if let Some(v) = opt_string(m, "suffix")? {
+        regex(format!("{ci}.*{}", regex::escape(&v)))
+    } else if let Some(v) = opt_string(m, "contains")? {
+        regex(format!("{ci}.*{}.*", regex::escape(&v)))
+    } else if let Some(r) = field(m, "safe_regex") {
+        let pattern = obj(r, &format!("{what}.safe_regex"))
+            .ok()
+            .and_then(|r| opt_string(r, "regex").ok().flatten())
+            .ok_or_else(|| format!("{what}.safe_regex.regex is required"))?;
+        regex(pattern)
+    } else {
+        Err(format!(
+            "{what} needs one of exact, prefix, suffix, contains, safe_regex"
+        ))
+    }
 }

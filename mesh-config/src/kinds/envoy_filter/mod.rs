@@ -21,7 +21,7 @@ mod validate;
 pub use local_rate_limit::{
     DescriptorEntry, FractionDenominator, HeaderValueOption, LOCAL_RATE_LIMIT_FILTER,
     LocalRateLimit, LocalRateLimitDescriptor, LocalRateLimitPatch, RateLimitPlacement,
-    RuntimeFractionalPercent, TokenBucket,
+    RuntimeFractionalPercent, TokenBucket, route_rate_limit_actions,
 };
 
 /// The `spec` of an EnvoyFilter.
