@@ -17,15 +17,12 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::ExitCode,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use clap::Subcommand;
 use mesh_core::{Identity, identity::DEFAULT_TRUST_DOMAIN};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
-};
+use mesh_tower::tls::{CertificateAuthority, TlsError};
 use time::OffsetDateTime;
 
 /// The CA certificate `init` writes and `issue` reads.
@@ -38,11 +35,6 @@ pub(crate) const CERT_CHAIN: &str = "cert-chain.pem";
 pub(crate) const KEY: &str = "key.pem";
 /// The trust anchor peers are verified against (Istio's name).
 pub(crate) const ROOT_CERT: &str = "root-cert.pem";
-
-/// How long the CA certificate is valid: ten years, as Istio's self-signed root.
-const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
-/// Slack for clocks a little behind ours.
-const BACKDATE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -121,7 +113,7 @@ enum CaError {
     Write(PathBuf, std::io::Error),
     Invalid(PathBuf, String),
     Usage(String),
-    Crypto(rcgen::Error),
+    Crypto(TlsError),
 }
 
 impl fmt::Display for CaError {
@@ -149,8 +141,8 @@ impl fmt::Display for CaError {
 
 impl std::error::Error for CaError {}
 
-impl From<rcgen::Error> for CaError {
-    fn from(e: rcgen::Error) -> Self {
+impl From<TlsError> for CaError {
+    fn from(e: TlsError) -> Self {
         CaError::Crypto(e)
     }
 }
@@ -167,32 +159,12 @@ fn init(args: &InitArgs) -> Result<(), CaError> {
             }
         }
     }
-    let (cert_pem, key_pem) = new_ca(OffsetDateTime::now_utc())?;
+    let ca = CertificateAuthority::generate("mesh development CA")?;
     std::fs::create_dir_all(&args.dir).map_err(|e| CaError::Write(args.dir.clone(), e))?;
-    write_file(&key_path, key_pem.as_bytes(), true)?;
-    write_file(&cert_path, cert_pem.as_bytes(), false)?;
+    write_file(&key_path, ca.key_pem().as_bytes(), true)?;
+    write_file(&cert_path, ca.cert_pem().as_bytes(), false)?;
     println!("wrote {} and {}", cert_path.display(), key_path.display());
     Ok(())
-}
-
-/// A self-signed CA certificate and its key, both PEM.
-fn new_ca(now: OffsetDateTime) -> Result<(String, String), CaError> {
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "mesh");
-    dn.push(DnType::CommonName, "mesh development CA");
-    params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    params.not_before = now - BACKDATE;
-    params.not_after = now + CA_VALIDITY;
-    let cert = params.self_signed(&key)?;
-    Ok((cert.pem(), key.serialize_pem()))
 }
 
 // === issue ===
@@ -205,107 +177,51 @@ fn issue(args: &IssueArgs) -> Result<(), CaError> {
             "{spiffe:?} is not a SPIFFE workload ID: the trust domain, namespace and service account must be non-empty ASCII without '/'"
         )));
     }
-    let ca = LoadedCa::read(&args.dir)?;
-    let now = OffsetDateTime::now_utc();
-    if now > ca.not_after {
+    let cert_path = args.dir.join(CA_CERT);
+    let key_path = args.dir.join(CA_KEY);
+    let cert_pem = read_file(&cert_path)?;
+    let key_pem = read_file(&key_path)?;
+    let ca = CertificateAuthority::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+        TlsError::Pem { what, reason } if what == "CA key" => CaError::Invalid(key_path, reason),
+        TlsError::Pem { reason, .. } => CaError::Invalid(cert_path.clone(), reason),
+        other => CaError::Invalid(cert_path.clone(), other.to_string()),
+    })?;
+    let now = SystemTime::now();
+    if now > ca.not_after() {
         return Err(CaError::Invalid(
-            ca.cert_path.clone(),
+            cert_path,
             format!(
                 "the CA expired at {}: create a new one with `mesh ca init --force`",
-                rfc3339(ca.not_after)
+                rfc3339(ca.not_after().into())
             ),
         ));
     }
-    let ttl = time::Duration::try_from(args.ttl)
-        .map_err(|_| CaError::Usage(format!("--ttl {:?} is too long", args.ttl)))?;
     let not_after = now
-        .checked_add(ttl)
+        .checked_add(args.ttl)
+        .filter(|t| OffsetDateTime::from(*t).year() < 10_000)
         .ok_or_else(|| CaError::Usage(format!("--ttl {:?} is too long", args.ttl)))?
         // A certificate cannot outlive its issuer.
-        .min(ca.not_after);
-
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    // Istio's workload certificates carry no subject: the identity is the URI SAN alone (which
-    // rcgen then marks critical, as RFC 5280 asks).
-    params.distinguished_name = DistinguishedName::new();
-    let uri = spiffe
-        .clone()
-        .try_into()
-        .map_err(|e| CaError::Usage(format!("{spiffe:?}: {e}")))?;
-    params.subject_alt_names = vec![SanType::URI(uri)];
-    params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    params.use_authority_key_identifier_extension = true;
-    params.not_before = now - BACKDATE;
-    params.not_after = not_after;
-    let cert = params.signed_by(&key, &ca.issuer)?;
+        .min(ca.not_after());
+    let issued = ca.issue(&identity, args.ttl)?;
 
     std::fs::create_dir_all(&args.out).map_err(|e| CaError::Write(args.out.clone(), e))?;
-    let chain = format!("{}{}", cert.pem(), ensure_newline(&ca.cert_pem));
-    write_file(&args.out.join(KEY), key.serialize_pem().as_bytes(), true)?;
-    write_file(&args.out.join(CERT_CHAIN), chain.as_bytes(), false)?;
-    write_file(&args.out.join(ROOT_CERT), ca.cert_pem.as_bytes(), false)?;
+    write_file(&args.out.join(KEY), issued.key_pem().as_bytes(), true)?;
+    write_file(
+        &args.out.join(CERT_CHAIN),
+        issued.chain_pem().as_bytes(),
+        false,
+    )?;
+    write_file(
+        &args.out.join(ROOT_CERT),
+        issued.root_pem().as_bytes(),
+        false,
+    )?;
     println!(
         "issued {spiffe}, valid until {}: wrote {CERT_CHAIN}, {KEY} and {ROOT_CERT} in {}",
-        rfc3339(not_after),
+        rfc3339(not_after.into()),
         args.out.display()
     );
     Ok(())
-}
-
-/// The CA read back from `mesh ca init`'s files, checked to be usable.
-struct LoadedCa {
-    cert_path: PathBuf,
-    cert_pem: String,
-    not_after: OffsetDateTime,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl LoadedCa {
-    fn read(dir: &Path) -> Result<Self, CaError> {
-        let cert_path = dir.join(CA_CERT);
-        let key_path = dir.join(CA_KEY);
-        let cert_pem = read_file(&cert_path)?;
-        let key_pem = read_file(&key_path)?;
-        let invalid = |p: &Path, why: String| CaError::Invalid(p.to_path_buf(), why);
-
-        let key = KeyPair::from_pem(&key_pem)
-            .map_err(|e| invalid(&key_path, format!("not a PEM private key: {e}")))?;
-        let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
-            .map_err(|e| invalid(&cert_path, format!("not a PEM certificate: {e}")))?;
-        let x509 = pem
-            .parse_x509()
-            .map_err(|e| invalid(&cert_path, format!("not an X.509 certificate: {e}")))?;
-        if !x509.is_ca() {
-            return Err(invalid(
-                &cert_path,
-                "not a CA certificate (basicConstraints CA:true is missing)".to_owned(),
-            ));
-        }
-        if x509.public_key().raw != key.subject_public_key_info().as_slice() {
-            return Err(invalid(
-                &key_path,
-                format!("this key does not belong to {}", cert_path.display()),
-            ));
-        }
-        let not_after = x509.validity().not_after.to_datetime();
-        let issuer = Issuer::from_ca_cert_der(&pem.contents.as_slice().into(), key)
-            .map_err(|e| invalid(&cert_path, format!("unusable as an issuer: {e}")))?;
-        Ok(LoadedCa {
-            cert_path,
-            cert_pem,
-            not_after,
-            issuer,
-        })
-    }
 }
 
 /// `2025-01-31T12:00:00Z`, without pulling in time's formatting machinery.
@@ -326,14 +242,6 @@ fn rfc3339(t: OffsetDateTime) -> String {
 
 fn read_file(path: &Path) -> Result<String, CaError> {
     std::fs::read_to_string(path).map_err(|e| CaError::Read(path.to_path_buf(), e))
-}
-
-fn ensure_newline(s: &str) -> String {
-    if s.ends_with('\n') {
-        s.to_owned()
-    } else {
-        format!("{s}\n")
-    }
 }
 
 /// Writes `path` by a rename from a temporary file beside it, so a reader watching the folder

@@ -16,6 +16,24 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as text or JSON (one object per line). Levels and targets come from
+    /// `RUST_LOG` (default: `info` for `mesh run`, `warn` otherwise), e.g.
+    /// `RUST_LOG=mesh::authz=debug,info`.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    log_format: Format,
+}
+
+/// Structured logs on stderr (the proxy's policy decisions, reloads, certificate rotations).
+/// Results a command prints for people stay on stdout.
+fn init_logging(format: Format, default_level: &str) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        Format::Text => builder.try_init(),
+        Format::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
 
 #[derive(Debug, Subcommand)]
@@ -30,7 +48,8 @@ enum Command {
     /// A development CA for SPIFFE workload certificates: `init` creates it, `issue` signs a
     /// workload certificate into Istio's file names (cert-chain.pem, key.pem, root-cert.pem).
     Ca(ca::Args),
-    /// Run the proxy: plain-text outbound and inbound listeners and the admin server.
+    /// Run the proxy: outbound (sidecar), inbound (mTLS per PeerAuthentication) and gateway
+    /// listeners, and the admin server; the config is reloaded when its files change.
     Run(run::Args),
 }
 
@@ -71,6 +90,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let default_level = if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    };
+    init_logging(cli.log_format, default_level);
     match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Route(args) => explain::run(args),

@@ -1,4 +1,4 @@
-//! The admin server: `/ready`, `/healthz`, `/config_dump`.
+//! The admin server: `/ready`, `/healthz`, `/config_dump`, `/metrics` (Prometheus text).
 
 use std::sync::{Arc, atomic::Ordering};
 
@@ -37,6 +37,14 @@ fn respond(state: &State, method: &Method, path: &str) -> Response<MeshBody> {
                 .insert(CONTENT_TYPE, "application/json".parse().unwrap());
             res
         }
+        "/metrics" => {
+            let mut res = Response::new(body::full(super::metrics::render()));
+            res.headers_mut().insert(
+                CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8".parse().unwrap(),
+            );
+            res
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -66,13 +74,20 @@ fn config_dump(state: &State) -> String {
             })
         })
         .collect();
+    let reload = state
+        .reload
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dump = json!({
         "version": mesh.version,
-        "files": state.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "files": reload.files().iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "watching": reload.watching,
+        "last_reload": reload.last_reload_json(),
+        "last_reload_error": reload.last_reload_error_json(),
         "virtual_hosts": virtual_hosts,
         "services": services,
-        "last_reload_error": null,
     });
+    drop(reload);
     let mut s = serde_json::to_string_pretty(&dump).expect("json");
     s.push('\n');
     s

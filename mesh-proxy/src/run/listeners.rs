@@ -16,10 +16,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
+use mesh_core::model::MtlsMode;
 use mesh_tower::{
     MeshHandle, MeshStack,
-    authz::ConnectionInfo,
     body::{self, BoxError, MeshBody},
+    inbound::InboundAcceptor,
+    tls::IdentitySource,
 };
 use tokio::{net::TcpListener, sync::watch};
 use tower::ServiceExt;
@@ -76,15 +78,20 @@ pub(crate) async fn serve(
 }
 
 /// The outbound listener: the outbound stack, routing by the request's authority.
+/// With an `identity`, mesh endpoints get mTLS (auto mTLS, DestinationRule ISTIO_MUTUAL).
 pub(crate) fn outbound(
     handle: &MeshHandle,
     namespace: &str,
     labels: &[(String, String)],
+    identity: Option<&IdentitySource>,
 ) -> Handler {
-    let svc = MeshStack::outbound(handle)
+    let mut stack = MeshStack::outbound(handle)
         .namespace(namespace)
-        .workload_labels(labels.iter().cloned())
-        .build::<Incoming>();
+        .workload_labels(labels.iter().cloned());
+    if let Some(identity) = identity {
+        stack = stack.identity(identity.clone());
+    }
+    let svc = stack.build::<Incoming>();
     // The boxed stack is Send but not Sync: clone it under a lock (cheap, per request).
     let svc = Mutex::new(svc);
     Arc::new(move |req, _peer, _local| {
@@ -98,44 +105,87 @@ pub(crate) fn outbound(
     })
 }
 
-/// The inbound listener: the inbound stack in front of a client to `app`.
-pub(crate) fn inbound(
+/// What the inbound listener serves, and as whom.
+pub(crate) struct InboundOptions {
+    pub(crate) namespace: String,
+    pub(crate) labels: Vec<(String, String)>,
+    /// `--app`: `host:port` of the application.
+    pub(crate) app: String,
+    /// `--identity-dir`: without it, plain text only (a STRICT port refuses everything).
+    pub(crate) identity: Option<IdentitySource>,
+}
+
+/// The inbound listener, until `stop` changes (then it drains for up to 5 s): each connection
+/// accepted as PeerAuthentication says for the app's port (mTLS from peer proxies, plain text
+/// where PERMISSIVE or DISABLE allow it), then the inbound stack
+/// (`x-forwarded-client-cert`, request authentication, rate limit, authorization), then a
+/// client to `--app`.
+pub(crate) async fn inbound(
+    listener: TcpListener,
     handle: &MeshHandle,
-    namespace: &str,
-    labels: &[(String, String)],
-    app: String,
-) -> Handler {
+    opts: InboundOptions,
+    mut stop: watch::Receiver<bool>,
+) {
+    // portLevelMtls names the workload's own port: the app's, as behind an Istio sidecar.
+    let app_port = app_port(&opts.app);
+    if opts.identity.is_none() {
+        let effective = handle
+            .snapshot()
+            .peer_authentication(&opts.namespace, &opts.labels.iter().cloned().collect());
+        if effective.mode_for_port(app_port) == MtlsMode::Strict {
+            eprintln!(
+                "mesh run: warning: PeerAuthentication {} is STRICT for this workload's port \
+                 {app_port}, but there is no --identity-dir: every inbound connection will be \
+                 refused until it has a certificate",
+                effective.policy_for_port(app_port).unwrap_or("?")
+            );
+        }
+    }
+    let mut acceptor = InboundAcceptor::new(handle)
+        .namespace(opts.namespace.clone())
+        .workload_labels(opts.labels.iter().cloned())
+        .workload_port(app_port);
+    if let Some(identity) = opts.identity {
+        acceptor = acceptor.identity(identity);
+    }
+
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: Client<HttpConnector, MeshBody> = Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector);
-    let app: Arc<str> = app.into();
+    let app_client = |h2: bool| -> Client<HttpConnector, MeshBody> {
+        Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(h2)
+            .build(connector.clone())
+    };
+    // The app speaks what the peer spoke to us: HTTP/2 (h2c: gRPC apps) or HTTP/1.1, as
+    // Envoy's inbound cluster with `useClientProtocol`.
+    let (h1, h2) = (app_client(false), app_client(true));
+    let app: Arc<str> = opts.app.into();
     let forward = tower::service_fn(move |req: Request<MeshBody>| {
-        let client = client.clone();
+        let client = if req.version() == http::Version::HTTP_2 {
+            h2.clone()
+        } else {
+            h1.clone()
+        };
         let app = app.clone();
         async move { forward(&client, &app, req).await }
     });
     let svc = MeshStack::inbound(handle, forward)
-        .namespace(namespace)
-        .workload_labels(labels.iter().cloned())
+        .namespace(opts.namespace)
+        .workload_labels(opts.labels)
         .build::<Incoming>();
-    let svc = Mutex::new(svc);
-    Arc::new(move |mut req, peer, local| {
-        req.extensions_mut().insert(ConnectionInfo {
-            peer_addr: Some(peer),
-            local_addr: local,
-            ..Default::default()
-        });
-        let svc = svc.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        Box::pin(async move {
-            match svc.oneshot(req).await {
-                Ok(res) => res,
-                Err(never) => match never {},
-            }
-        })
-    })
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    mesh_tower::inbound::serve(listener, acceptor, svc, stopped).await;
+}
+
+/// The port of `host:port` (80 without one, as `http://host` means).
+fn app_port(app: &str) -> u16 {
+    app.rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or(80)
 }
 
 /// Sends `req` to `http://APP` + its path and query; headers kept, bodies streamed.
@@ -151,7 +201,7 @@ async fn forward(
         .unwrap_or("/");
     let uri: Uri = format!("http://{app}{pq}").parse()?;
     *req.uri_mut() = uri;
-    // The app speaks what the client spoke, as far as the pool can tell; HTTP/1.1 by default.
+    // The pool (HTTP/1.1 or HTTP/2-only, chosen by the caller) decides the protocol.
     *req.version_mut() = http::Version::HTTP_11;
     let res = client.request(req).await?;
     Ok(res.map(body::boxed))

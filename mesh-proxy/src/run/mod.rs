@@ -1,20 +1,39 @@
-//! `mesh run`: the proxy. Plain-text outbound and inbound listeners, and the admin server.
+//! `mesh run`: the proxy. Outbound (sidecar), inbound (mTLS as PeerAuthentication says) and
+//! gateway listeners, and the admin server (`/ready`, `/healthz`, `/metrics`, `/config_dump`).
 //!
-//! Not yet: TLS (mTLS inbound, gateway certificates), gateways, hot reload, metrics.
+//! Hot reload: after the first good load the `--config` paths are watched (folders recursively,
+//! files through their parent folder, so editors' rename-over saves and Kubernetes ConfigMap
+//! `..data` symlink swaps are seen). A change of content is loaded again and swapped into the
+//! [`MeshHandle`] every listener reads per request: no listener restarts, no connection drops,
+//! requests under way finish on the config they started with. A config with errors is rejected:
+//! the last good one stays, and the diagnostics go to stderr, to `/config_dump`'s
+//! `last_reload_error` and to `mesh_config_reload_total{result="error"}` (see [`reload`]).
+//! `--no-watch` loads once.
+//!
+//! Inbound, PeerAuthentication decides per connection between mTLS (`--identity-dir`) and plain
+//! text ([`listeners::inbound`]).
+//!
+//! Gateways: `--gateway NAME` serves the servers of the named Gateway resources (HTTP, HTTPS
+//! with `--credentials-dir` certificates, TLS passthrough, TCP): see [`gateway`].
 
 mod admin;
+mod gateway;
+mod identity;
 mod listeners;
+mod metrics;
+mod reload;
 
 use std::{
     net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
 };
 
+use mesh_config::LoadError;
 use mesh_tower::MeshHandle;
 use tokio::{net::TcpListener, sync::watch};
 
@@ -35,15 +54,40 @@ pub(crate) struct Args {
     /// The local application the inbound listener forwards to (`host:port`).
     #[arg(long, value_name = "ADDR", requires = "inbound")]
     app: Option<String>,
-    /// The admin server: `/ready`, `/healthz`, `/config_dump`.
+    /// The admin server: `/ready`, `/healthz`, `/metrics`, `/config_dump`.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Serve the listeners of this Gateway (`namespace/name`, or `name` in `--namespace`).
+    /// Repeatable.
+    #[arg(long = "gateway", value_name = "NAME")]
+    gateway: Vec<String>,
+    /// The address gateway listeners bind (a server's own `bind` wins). Istio's gateways
+    /// listen on every address.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    gateway_bind: std::net::IpAddr,
+    /// Gateway certificates by `credentialName`: `DIR/NAME/tls.crt`, `DIR/NAME/tls.key` and,
+    /// for MUTUAL, `DIR/NAME/ca.crt` (the keys of the Kubernetes secret it names).
+    #[arg(long, value_name = "DIR")]
+    credentials_dir: Option<PathBuf>,
+    /// This workload's Kubernetes service account. Its certificate comes from
+    /// `--identity-dir` (checked against this); without one the inbound listener takes plain
+    /// text only.
+    #[arg(long, value_name = "SA")]
+    service_account: Option<String>,
+    /// The workload certificate in Istio's layout: `DIR/cert-chain.pem`, `DIR/key.pem`,
+    /// `DIR/root-cert.pem` (as `mesh ca issue` writes them): mTLS on the inbound listener, as
+    /// PeerAuthentication says, and to mesh endpoints outbound.
+    #[arg(long, value_name = "DIR")]
+    identity_dir: Option<PathBuf>,
     /// This workload's labels (`k=v,k2=v2`): `sourceLabels`, policy selectors.
     #[arg(long, value_name = "K=V,...", value_parser = parse_labels)]
     workload_labels: Option<LabelList>,
     /// Worker threads (default: the cores, or `TOKIO_WORKER_THREADS`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: Option<u16>,
+    /// Load the config once; by default the `--config` paths are watched and reloaded on change.
+    #[arg(long)]
+    no_watch: bool,
     #[command(flatten)]
     config_args: ConfigArgs,
 }
@@ -70,35 +114,52 @@ fn parse_labels(s: &str) -> Result<LabelList, String> {
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) handle: MeshHandle,
-    pub(crate) files: Vec<PathBuf>,
+    /// The files of the config in use, and the outcome of the last reload.
+    pub(crate) reload: Arc<Mutex<reload::ReloadStatus>>,
     pub(crate) ready: AtomicBool,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    if args.outbound.is_none() && args.inbound.is_none() && args.admin.is_none() {
+    if args.outbound.is_none()
+        && args.inbound.is_none()
+        && args.admin.is_none()
+        && args.gateway.is_empty()
+    {
         eprintln!(
-            "mesh run: nothing to run: give at least one of --outbound, --inbound/--app, --admin"
+            "mesh run: nothing to run: give at least one of --outbound, --inbound/--app, --gateway, --admin"
         );
         return ExitCode::from(2);
     }
-    let report = match args.config_args.loader().check(&args.config) {
-        Ok(r) => r,
-        Err(e) => {
+    let status = Arc::new(Mutex::new(reload::ReloadStatus::new(!args.no_watch)));
+    let loader = args.config_args.loader();
+    let first = if args.no_watch {
+        loader
+            .load(&args.config)
+            .map(|mesh| (MeshHandle::from(&mesh), mesh, None))
+    } else {
+        let live = status.clone();
+        MeshHandle::watch(&loader, &args.config, move |r| reload::on_reload(&live, r))
+            .map(|(handle, mesh, watcher)| (handle, mesh, Some(watcher)))
+    };
+    let (handle, mesh, watcher) = match first {
+        Ok(first) => first,
+        Err(LoadError::Invalid { diagnostics }) => {
+            eprint!("{diagnostics}");
+            eprintln!("mesh run: the config has errors; not starting");
+            return ExitCode::from(1);
+        }
+        Err(LoadError::Io(e)) => {
             eprintln!("mesh run: {e}");
             return ExitCode::from(2);
         }
     };
-    for d in report.diagnostics.iter() {
+    for d in mesh.warnings().iter() {
         eprintln!("{d}");
     }
-    let files = report.files.clone();
-    let mesh = match report.into_mesh() {
-        Ok(m) => m,
-        Err(_) => {
-            eprintln!("mesh run: the config has errors; not starting");
-            return ExitCode::from(1);
-        }
-    };
+    status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .first_load(&mesh);
 
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.concurrency {
@@ -111,12 +172,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // Before any stack exists: they register their series with the recorder in place.
+    metrics::install();
     let state = Arc::new(State {
-        handle: MeshHandle::from(&mesh),
-        files,
+        handle,
+        reload: status,
         ready: AtomicBool::new(false),
     });
     let code = rt.block_on(serve(args, state));
+    // No reload from here on; one under way finishes on its own thread.
+    drop(watcher);
     // Connections still draining after the grace period are dropped with the runtime.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
     code
@@ -130,6 +195,19 @@ async fn bind(role: &str, addr: SocketAddr) -> Result<TcpListener, ExitCode> {
 }
 
 async fn serve(args: Args, state: Arc<State>) -> ExitCode {
+    // The watch on `--identity-dir` lives until the proxy stops.
+    let (identity, _identity_watch) = match identity::load(
+        args.identity_dir.as_deref(),
+        &args.config_args.namespace,
+        args.service_account.as_deref(),
+    ) {
+        Ok(Some((identity, watch))) => (Some(identity), Some(watch)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("mesh run: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // Bind everything first: a port in use fails the start, before any listener serves.
     let mut bound = Vec::new();
     for (role, addr) in [
@@ -154,6 +232,25 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
 
     let namespace = args.config_args.namespace.clone();
     let labels = args.workload_labels.unwrap_or_default().0;
+    let gateways = if args.gateway.is_empty() {
+        None
+    } else {
+        let opts = gateway::Options {
+            names: &args.gateway,
+            namespace: &namespace,
+            bind: args.gateway_bind,
+            credentials_dir: args.credentials_dir.as_deref(),
+            labels: &labels,
+            identity: identity.as_ref(),
+        };
+        match gateway::start(&state.handle, &opts).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                eprintln!("mesh run: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut shown = Vec::new();
@@ -163,17 +260,28 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
             "{role} {}",
             local.map(|a| a.to_string()).unwrap_or_default()
         ));
+        if role == "inbound" {
+            let opts = listeners::InboundOptions {
+                namespace: namespace.clone(),
+                labels: labels.clone(),
+                app: args.app.clone().unwrap_or_default(),
+                identity: identity.clone(),
+            };
+            let (handle, stop) = (state.handle.clone(), stop_rx.clone());
+            tasks.spawn(async move { listeners::inbound(listener, &handle, opts, stop).await });
+            continue;
+        }
         let handler = match role {
-            "outbound" => listeners::outbound(&state.handle, &namespace, &labels),
-            "inbound" => listeners::inbound(
-                &state.handle,
-                &namespace,
-                &labels,
-                args.app.clone().unwrap_or_default(),
-            ),
+            "outbound" => {
+                listeners::outbound(&state.handle, &namespace, &labels, identity.as_ref())
+            }
             _ => admin::handler(state.clone()),
         };
         tasks.spawn(listeners::serve(listener, handler, stop_rx.clone()));
+    }
+    if let Some(gateways) = gateways {
+        shown.extend(gateways.ready_lines());
+        gateways.spawn(&mut tasks, &stop_rx);
     }
     state.ready.store(true, Ordering::Release);
     eprintln!("mesh run: ready: {}", shown.join(", "));

@@ -1,0 +1,353 @@
+//! `mesh run --gateway NAME`: the listeners of the named Gateway resources.
+//!
+//! Every server of the named Gateways is served (the decisions are mesh-core's
+//! [`gateway`](mesh_core::gateway) functions). Servers are grouped by port and `bind` address
+//! (`--gateway-bind` by default, 0.0.0.0 as Istio's gateways), one listener per group, and each
+//! port serves one family, as Istio allows:
+//! - plain HTTP (HTTP, HTTP2, GRPC, GRPC-WEB): HTTP/1.1 and h2c, the server chosen per request
+//!   by host, `httpsRedirect` answered with a 301, then the Gateway's outbound stack;
+//! - TLS (HTTPS and TLS servers): the ClientHello is read first (bounded, 10 s), the server
+//!   chosen by its SNI (most specific host; no SNI: the first server; an SNI no server has:
+//!   closed, as Envoy finds no filter chain), then either TLS is terminated (SIMPLE, MUTUAL,
+//!   OPTIONAL_MUTUAL: HTTPS to the stack, TLS to `tcp` routes) or the bytes pass through to the
+//!   `tls` route's upstream (PASSTHROUGH; AUTO_PASSTHROUGH is taken as PASSTHROUGH: routed by
+//!   VirtualService `tls` routes, not by Istio's `outbound_.PORT_.SUBSET_.HOST` SNI names);
+//! - TCP (TCP, MONGO, REDIS, MYSQL): the first server's `tcp` routes.
+//!
+//! Choosing the server from the ClientHello before the handshake is Envoy's filter-chain
+//! match on `server_names`: it lets each server have its own certificate, its own client
+//! verification (MUTUAL next to SIMPLE on one port) or no termination at all (PASSTHROUGH).
+//!
+//! Routes are read from the live config per request and per connection; the servers, ports and
+//! certificates are those of the config at start (a reload does not open or close listeners).
+//! The Gateway's `selector` is not checked: naming the Gateway is the choice.
+//!
+//! Each listener takes at most [`MAX_CONNECTIONS`](accept::MAX_CONNECTIONS) connections at once
+//! (then stops accepting until one ends); on stop it accepts no more, lets connections finish
+//! for 5 s (HTTP ones are asked to close after their requests in flight) and drops the rest.
+
+mod accept;
+mod client_hello;
+mod l4;
+mod requests;
+mod rewind;
+mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use hyper::body::Incoming;
+use mesh_core::{CompiledMesh, Labels, gateway::ServerKind, model::GatewayServer};
+use mesh_tower::{MeshHandle, MeshService, MeshStack, tcp::TcpUpstream};
+use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+/// What `mesh run` was asked to serve.
+#[derive(Debug)]
+pub(crate) struct Options<'a> {
+    /// `--gateway` values: `namespace/name` or `name`.
+    pub(crate) names: &'a [String],
+    /// `--namespace`: for bare names, DestinationRule lookup and short hosts.
+    pub(crate) namespace: &'a str,
+    /// `--gateway-bind`.
+    pub(crate) bind: IpAddr,
+    /// `--credentials-dir`.
+    pub(crate) credentials_dir: Option<&'a Path>,
+    /// `--workload-labels`: the gateway's labels, for `sourceLabels` matches.
+    pub(crate) labels: &'a [(String, String)],
+    /// `--identity-dir`: the gateway's workload certificate, for ISTIO_MUTUAL to mesh
+    /// endpoints (HTTP routes; TCP and TLS routes send the client's bytes as they are).
+    pub(crate) identity: Option<&'a mesh_tower::tls::IdentitySource>,
+}
+
+/// The gateway listeners, bound, ready to serve.
+#[derive(Debug)]
+pub(crate) struct Gateways {
+    listeners: Vec<(TcpListener, Arc<Site>)>,
+    ctx: Arc<Ctx>,
+}
+
+/// What one listener serves.
+#[derive(Debug)]
+enum Site {
+    Http(Arc<Servers>),
+    Tls(Arc<Servers>),
+    Tcp(Box<GatewayServer>),
+}
+
+/// The servers of one listener, in Gateway and server order, with their rustls configs (for
+/// servers that terminate TLS).
+#[derive(Debug)]
+pub(crate) struct Servers {
+    list: Vec<GatewayServer>,
+    kinds: Vec<ServerKind>,
+    configs: Vec<Option<Arc<rustls::ServerConfig>>>,
+}
+
+/// What every connection of every gateway listener shares.
+pub(crate) struct Ctx {
+    handle: MeshHandle,
+    namespace: String,
+    labels: Labels,
+    /// One outbound stack per Gateway (routing as that Gateway).
+    stacks: BTreeMap<String, Mutex<MeshService<Incoming>>>,
+    tcp: TcpUpstream,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("namespace", &self.namespace)
+            .field("gateways", &self.stacks.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ctx {
+    /// A clone of the stack of `gateway` (the boxed stack is Send, not Sync).
+    fn stack(&self, gateway: &str) -> Option<MeshService<Incoming>> {
+        self.stacks
+            .get(gateway)
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+/// `Gateway ns/name server 443/https (hosts a, b)`: how errors and logs name a server.
+pub(crate) fn describe(server: &GatewayServer) -> String {
+    let hosts: Vec<String> = server
+        .hosts
+        .iter()
+        .map(|(ns, h)| {
+            if ns == "*" {
+                h.to_string()
+            } else {
+                format!("{ns}/{h}")
+            }
+        })
+        .collect();
+    format!(
+        "Gateway {} server {}/{} (hosts {})",
+        server.gateway,
+        server.port,
+        server.port_name,
+        hosts.join(", ")
+    )
+}
+
+/// `namespace/name` for each `--gateway` value; an unknown one is an error that lists the
+/// Gateways the config has.
+fn resolve_names(
+    mesh: &CompiledMesh,
+    names: &[String],
+    namespace: &str,
+) -> Result<Vec<String>, String> {
+    let known: std::collections::BTreeSet<&str> =
+        mesh.gateways.iter().map(|s| s.gateway.as_str()).collect();
+    let mut out = Vec::new();
+    for name in names {
+        let key = if name.contains('/') {
+            name.clone()
+        } else {
+            format!("{namespace}/{name}")
+        };
+        if !known.contains(key.as_str()) {
+            let have = if known.is_empty() {
+                "the config has no Gateway with a server mesh can use".to_owned()
+            } else {
+                format!(
+                    "the config has: {}",
+                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                )
+            };
+            return Err(format!(
+                "--gateway {name}: no Gateway {key} in the config ({have}); name it as namespace/name, or set --namespace"
+            ));
+        }
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
+
+/// The family of a port: servers of another family on it are not served.
+fn family(kind: ServerKind) -> &'static str {
+    match kind {
+        ServerKind::Http { .. } => "plain HTTP",
+        k if k.is_tls() => "TLS",
+        _ => "TCP",
+    }
+}
+
+/// Groups the named Gateways' servers into listeners and reads their certificates. Errors
+/// (unknown Gateway, unusable certificate) stop the start; servers that cannot be served are
+/// warnings.
+/// The Gateways to serve (`namespace/name`) and their listeners.
+#[derive(Debug)]
+struct Plan {
+    names: Vec<String>,
+    sites: Vec<(SocketAddr, Site)>,
+}
+
+fn plan(
+    mesh: &CompiledMesh,
+    opts: &Options<'_>,
+    warn: &mut dyn FnMut(String),
+) -> Result<Plan, String> {
+    let names = resolve_names(mesh, opts.names, opts.namespace)?;
+    let mut groups: BTreeMap<SocketAddr, Vec<(GatewayServer, ServerKind)>> = BTreeMap::new();
+    for name in &names {
+        for server in mesh.gateways.iter().filter(|s| &s.gateway == name) {
+            let kind = match ServerKind::of(server) {
+                Ok(k) => k,
+                Err(why) => {
+                    warn(format!("{}: not served: {why}", describe(server)));
+                    continue;
+                }
+            };
+            let ip = match server.bind.as_deref() {
+                None | Some("") => opts.bind,
+                Some(b) => match b.parse::<IpAddr>() {
+                    Ok(ip) => ip,
+                    Err(_) => {
+                        warn(format!(
+                            "{}: not served: bind {b:?} is not an IP address (unix sockets are not supported)",
+                            describe(server)
+                        ));
+                        continue;
+                    }
+                },
+            };
+            let group = groups.entry(SocketAddr::new(ip, server.port)).or_default();
+            if let Some((first, first_kind)) = group.first()
+                && family(*first_kind) != family(kind)
+            {
+                warn(format!(
+                    "{}: not served: port {} already serves {} for {}",
+                    describe(server),
+                    server.port,
+                    family(*first_kind),
+                    describe(first)
+                ));
+                continue;
+            }
+            group.push((server.clone(), kind));
+        }
+    }
+    let mut sites = Vec::new();
+    for (addr, group) in groups {
+        let first_kind = group[0].1;
+        let site = match first_kind {
+            ServerKind::Tcp => {
+                for (extra, _) in &group[1..] {
+                    warn(format!(
+                        "{}: not served: port {} is TCP and serves its first server only, {}",
+                        describe(extra),
+                        addr.port(),
+                        describe(&group[0].0)
+                    ));
+                }
+                Site::Tcp(Box::new(group[0].0.clone()))
+            }
+            ServerKind::Http { .. } => Site::Http(Arc::new(Servers {
+                kinds: group.iter().map(|(_, k)| *k).collect(),
+                configs: group.iter().map(|_| None).collect(),
+                list: group.into_iter().map(|(s, _)| s).collect(),
+            })),
+            _ => {
+                let mut configs = Vec::new();
+                for (server, kind) in &group {
+                    configs.push(match kind {
+                        ServerKind::Https | ServerKind::TlsTerminated => Some(tls::server_config(
+                            server,
+                            opts.credentials_dir,
+                            *kind == ServerKind::Https,
+                        )?),
+                        _ => None,
+                    });
+                }
+                Site::Tls(Arc::new(Servers {
+                    kinds: group.iter().map(|(_, k)| *k).collect(),
+                    configs,
+                    list: group.into_iter().map(|(s, _)| s).collect(),
+                }))
+            }
+        };
+        sites.push((addr, site));
+    }
+    Ok(Plan { names, sites })
+}
+
+/// Plans, reads certificates and binds every gateway listener. The error says what to fix.
+pub(crate) async fn start(handle: &MeshHandle, opts: &Options<'_>) -> Result<Gateways, String> {
+    let snapshot = handle.snapshot();
+    let Plan { names, sites } = plan(&snapshot, opts, &mut |w| {
+        eprintln!("mesh run: warning: {w}")
+    })?;
+    let mut listeners = Vec::new();
+    for (addr, site) in sites {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind the gateway listener on {addr}: {e}"))?;
+        listeners.push((listener, Arc::new(site)));
+    }
+    let stacks = names
+        .iter()
+        .map(|name| {
+            let mut stack = MeshStack::outbound(handle)
+                .namespace(opts.namespace)
+                .workload_labels(opts.labels.iter().cloned())
+                .gateway(name.clone());
+            if let Some(identity) = opts.identity {
+                stack = stack.identity(identity.clone());
+            }
+            let svc = stack.build::<Incoming>();
+            (name.clone(), Mutex::new(svc))
+        })
+        .collect();
+    Ok(Gateways {
+        listeners,
+        ctx: Arc::new(Ctx {
+            handle: handle.clone(),
+            namespace: opts.namespace.to_owned(),
+            labels: opts.labels.iter().cloned().collect(),
+            stacks,
+            tcp: TcpUpstream::new(),
+        }),
+    })
+}
+
+impl Gateways {
+    /// `gateway PORT -> ADDR` for the ready line, one per listener.
+    pub(crate) fn ready_lines(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .map(|(l, site)| {
+                let port = match &**site {
+                    Site::Http(s) | Site::Tls(s) => s.list[0].port,
+                    Site::Tcp(s) => s.port,
+                };
+                let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+                format!("gateway {port} -> {addr}")
+            })
+            .collect()
+    }
+
+    /// Serves every listener on `tasks` until `stop`.
+    pub(crate) fn spawn(self, tasks: &mut JoinSet<()>, stop: &watch::Receiver<bool>) {
+        for (listener, site) in self.listeners {
+            tasks.spawn(accept::serve(
+                listener,
+                site,
+                self.ctx.clone(),
+                stop.clone(),
+            ));
+        }
+    }
+}
