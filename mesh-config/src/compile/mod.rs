@@ -51,11 +51,8 @@ pub fn compile(config: &Config, opts: &LoadOptions, diags: &mut Vec<Diagnostic>)
             routes::add_virtual_host(&mut mesh.virtual_hosts, vh);
         }
     }
-    mesh.destination_policies = config
-        .destination_rules
-        .iter()
-        .map(|dr| policies::destination_policy(dr, &mut sink))
-        .collect();
+    mesh.destination_policies =
+        policies::destination_policies(&config.destination_rules, &mut sink);
     mesh.gateways = config
         .gateways
         .iter()

@@ -17,6 +17,51 @@ use crate::{
     load::Object,
 };
 
+/// The destination policies of every DestinationRule, with rules for the same host in the same
+/// namespace merged as istiod merges them (`mergeDestinationRule`): the first rule's top-level
+/// traffic policy wins (a later one fills it only when the first has none), and a later rule adds
+/// the subsets whose names are new; a subset name already defined is ignored, with a warning.
+/// "First" is load order here (Istio orders by creation time, which YAML files do not carry).
+pub(crate) fn destination_policies(
+    rules: &[Object<DestinationRule>],
+    sink: &mut Sink<'_>,
+) -> Vec<DestinationPolicy> {
+    let mut out: Vec<DestinationPolicy> = Vec::new();
+    for obj in rules {
+        let policy = destination_policy(obj, sink);
+        let has_top_policy = obj.spec.traffic_policy.is_some();
+        let Some(first) = out
+            .iter_mut()
+            .find(|p| p.namespace == policy.namespace && p.host == policy.host)
+        else {
+            out.push(policy);
+            continue;
+        };
+        let first_has_top_policy =
+            first.traffic_policy != TrafficPolicy::default() || !first.port_policies.is_empty();
+        if !first_has_top_policy && has_top_policy {
+            first.traffic_policy = policy.traffic_policy;
+            first.port_policies = policy.port_policies;
+        }
+        for (i, subset) in policy.subsets.into_iter().enumerate() {
+            if first.subset(&subset.name).is_some() {
+                sink.warn(
+                    obj,
+                    &format!("spec.subsets[{i}].name"),
+                    format!(
+                        "subset `{}` of host {} is already defined by DestinationRule {}: this one is ignored (Istio merges DestinationRules for one host and keeps the first definition)",
+                        subset.name, first.host, first.destination_rule
+                    ),
+                );
+            } else {
+                first.subsets.push(subset);
+            }
+        }
+        first.destination_rule = format!("{}+{}", first.destination_rule, policy.destination_rule);
+    }
+    out
+}
+
 pub(crate) fn destination_policy(
     obj: &Object<DestinationRule>,
     sink: &mut Sink<'_>,

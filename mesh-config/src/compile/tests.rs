@@ -589,3 +589,38 @@ fn gateways_merge_virtual_services_for_one_host_sidecars_do_not() {
         .collect();
     assert_eq!(ist0109.len(), 1, "{ist0109:?}");
 }
+
+#[test]
+fn destination_rules_for_one_host_merge_as_istiod_merges_them() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews-a, namespace: shop}\nspec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews-b, namespace: shop}\nspec:\n  host: reviews.shop.svc.cluster.local\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n  subsets:\n  - {name: v1, labels: {version: other}}\n  - {name: v2, labels: {version: v2}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews-c, namespace: shop}\nspec:\n  host: reviews\n  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}\n";
+    let report = crate::Loader::new().check_str("dr.yaml", yaml);
+    let warnings: Vec<String> = report.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("shop/reviews-b")
+            && w.contains("subset `v1`")
+            && w.contains("already defined by DestinationRule shop/reviews-a")),
+        "{warnings:#?}"
+    );
+    let mesh = report.mesh;
+    let policies: Vec<_> = mesh
+        .destination_policies
+        .iter()
+        .filter(|p| p.host.as_str() == "reviews.shop.svc.cluster.local")
+        .collect();
+    assert_eq!(policies.len(), 1, "one merged policy");
+    let dp = policies[0];
+    // The first rule's v1 stays; v2 comes from the second rule.
+    let names: Vec<&str> = dp.subsets.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["v1", "v2"]);
+    let v1_labels: Labels = [("version".to_owned(), "v1".to_owned())].into();
+    assert!(dp.subset("v1").unwrap().selector.matches(&v1_labels));
+    // The first rule has no top-level policy: the second's fills it, the third's does not.
+    assert_eq!(
+        dp.policy_for(None, None).load_balancer,
+        Some(LoadBalancer::Random)
+    );
+    assert_eq!(
+        dp.destination_rule,
+        "shop/reviews-a+shop/reviews-b+shop/reviews-c"
+    );
+}
