@@ -136,5 +136,69 @@ fn outbound_overhead(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, outbound_overhead);
+/// The inbound policies of a workload: ten ALLOW AuthorizationPolicies (the request matches the
+/// last), a RequestAuthentication (the request carries no token, so nothing is verified: the
+/// common case of service-to-service calls), and a local rate limit whose bucket never runs dry.
+fn inbound_yaml() -> String {
+    let mut y = String::from(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: jwt}\nspec:\n  selector: {matchLabels: {app: reviews}}\n  jwtRules: [{issuer: https://issuer.example, jwks: '{\"keys\":[]}'}]\n---\napiVersion: networking.istio.io/v1alpha3\nkind: EnvoyFilter\nmetadata: {name: rl}\nspec:\n  workloadSelector: {labels: {app: reviews}}\n  configPatches:\n  - applyTo: HTTP_FILTER\n    match: {context: SIDECAR_INBOUND}\n    patch:\n      operation: INSERT_BEFORE\n      value:\n        name: envoy.filters.http.local_ratelimit\n        typed_config:\n          '@type': type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n          stat_prefix: rl\n          token_bucket: {max_tokens: 4000000000, tokens_per_fill: 4000000000, fill_interval: 1s}\n          filter_enabled: {default_value: {numerator: 100, denominator: HUNDRED}}\n          filter_enforced: {default_value: {numerator: 100, denominator: HUNDRED}}\n",
+    );
+    for i in 0..10 {
+        let _ = write!(
+            y,
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: allow-{i}}}\nspec:\n  selector: {{matchLabels: {{app: reviews}}}}\n  rules:\n  - to: [{{operation: {{methods: [GET], paths: [\"/api/v{i}/*\"]}}}}]\n"
+        );
+    }
+    y
+}
+
+fn inbound_overhead(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let _rt = rt.enter();
+    let mut group = c.benchmark_group("stack/inbound");
+    let req = Request::get("http://reviews:9080/api/v9/items")
+        .header("user-agent", "bench")
+        .header("accept", "*/*")
+        .header("x-request-id", "3f1c2d4e-0000-4000-8000-000000000000")
+        .body(())
+        .expect("a request");
+
+    let mut bare = service_fn(leaf);
+    group.bench_function("bare_leaf", |b| {
+        b.iter(|| call_now(&mut bare, req.clone().map(|()| body::empty())))
+    });
+
+    let empty = mesh_config::Loader::new()
+        .check_str("none.yaml", "")
+        .into_mesh()
+        .expect("an empty config loads");
+    let mut no_policy = MeshStack::inbound(&empty, service_fn(leaf))
+        .workload_labels([("app", "reviews")])
+        .build::<Empty<Bytes>>();
+    group.bench_function("no_policies", |b| {
+        b.iter(|| call_now(&mut no_policy, req.clone().map(|()| Empty::new())))
+    });
+
+    let report = mesh_config::Loader::new().check_str("inbound.yaml", &inbound_yaml());
+    assert!(!report.diagnostics.has_errors(), "{}", report.diagnostics);
+    let mesh = report.into_mesh().expect("the inbound config loads");
+    let mut policies = MeshStack::inbound(&mesh, service_fn(leaf))
+        .workload_labels([("app", "reviews")])
+        .build::<Empty<Bytes>>();
+    let res = call_now(&mut policies, req.clone().map(|()| Empty::new()));
+    assert_eq!(res.status(), 200, "the last ALLOW policy must match");
+    let denied = Request::post("http://reviews:9080/api/v9/items")
+        .body(Empty::new())
+        .expect("a request");
+    assert_eq!(call_now(&mut policies, denied).status(), 403);
+    group.bench_function("jwt_ratelimit_10_authz", |b| {
+        b.iter(|| call_now(&mut policies, req.clone().map(|()| Empty::new())))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, outbound_overhead, inbound_overhead);
 criterion_main!(benches);
