@@ -1,6 +1,14 @@
 //! `mesh`: validate and explain Istio config, and run the proxy.
 #![forbid(unsafe_code)]
 
+/// A status line of `mesh run` (ready, reloads, warnings, errors): plain text on stderr, or
+/// with `--log-format json` a JSON log event like every other log line. See [`say`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::say(format_args!($($arg)*))
+    };
+}
+
 mod ca;
 mod explain;
 mod run;
@@ -23,13 +31,38 @@ struct Cli {
     log_format: Format,
 }
 
+static JSON_LOGS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a status line (the [`say!`] macro): as written on stderr for people, or as a JSON log
+/// event at a level read from the text (`error`, `cannot`, `rejected`: error; `warning`: warn;
+/// else info) when logs are JSON, so a log pipeline gets one format.
+pub(crate) fn say(message: std::fmt::Arguments<'_>) {
+    if !JSON_LOGS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("{message}");
+        return;
+    }
+    let text = message.to_string();
+    let text = text.strip_prefix("mesh run: ").unwrap_or(&text);
+    if text.contains("error") || text.contains("cannot") || text.contains("rejected") {
+        tracing::error!(target: "mesh::run", "{text}");
+    } else if text.contains("warning") {
+        tracing::warn!(target: "mesh::run", "{text}");
+    } else {
+        tracing::info!(target: "mesh::run", "{text}");
+    }
+}
+
 /// Structured logs on stderr (the proxy's policy decisions, reloads, certificate rotations).
 /// Results a command prints for people stay on stdout.
 fn init_logging(format: Format, default_level: &str) {
     use tracing_subscriber::{EnvFilter, fmt};
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    JSON_LOGS.store(format == Format::Json, std::sync::atomic::Ordering::Relaxed);
     let _ = match format {
         Format::Text => builder.try_init(),
         Format::Json => builder.json().flatten_event(true).try_init(),

@@ -6,6 +6,7 @@
 //! Envoy would give ([`error`]).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod authz;
 pub mod body;
 pub mod cors;
@@ -24,6 +25,7 @@ pub mod tcp;
 pub mod telemetry;
 pub mod timeout;
 pub mod tls;
+pub mod trace;
 
 pub use error::MeshError;
 pub use snapshot::MeshHandle;

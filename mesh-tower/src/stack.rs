@@ -3,7 +3,9 @@
 //! ```text
 //! outbound (client side):
 //!   request ─► telemetry (Istio's standard metrics, `reporter="source"`: every response the
-//!                         client sees, local replies included; see `MeshStack::telemetry`)
+//!                         client sees, local replies included; see `MeshStack::telemetry`;
+//!                         and the access log, `MeshStack::access_log`)
+//!           ─► trace (a CLIENT span, W3C and B3 headers for the next hop; `MeshStack::tracing`)
 //!           ─► edge (box the body; errors become responses, as DESIGN.md's table says)
 //!           ─► local rate limit (EnvoyFilter `local_ratelimit`, context SIDECAR_OUTBOUND,
 //!                                or GATEWAY for a gateway; ANY for both: 429 at once)
@@ -26,6 +28,7 @@
 //! inbound (server side, [`MeshStack::inbound`]):
 //!   request ─► telemetry (`reporter="destination"`; outermost, so that the 401, 403 and 429
 //!                         local replies below are counted, as Envoy's stats see them)
+//!           ─► trace (a SERVER span, its context passed on to the app)
 //!           ─► edge (box the body; errors become responses)
 //!           ─► x-forwarded-client-cert (set from the mTLS peer, removed on plain text)
 //!           ─► request authentication (RequestAuthentication: JWTs verified against the
@@ -62,9 +65,10 @@ use std::{
 use bytes::Bytes;
 use http::{Request, Response};
 use mesh_core::{Labels, model::MESH_GATEWAY};
-use tower::{Layer, Service, util::BoxCloneService};
+use tower::{Service, util::BoxCloneService};
 
 use crate::{
+    access_log::AccessLog,
     authz::AuthorizationLayer,
     body::{self, BoxError, MeshBody},
     endpoint::{Upstream, UpstreamConnector},
@@ -74,6 +78,7 @@ use crate::{
     route::{ClientIdentity, RouteLayer},
     snapshot::MeshHandle,
     telemetry::{RouteTapLayer, TelemetryLayer},
+    trace::{TraceLayer, Tracing},
 };
 
 /// A cloneable `Service<http::Request<B>>` that never fails: mesh failures are responses.
@@ -192,6 +197,8 @@ pub struct MeshStack<C = crate::endpoint::HttpConnector> {
     client: ClientIdentity,
     upstream: Upstream<C>,
     telemetry: bool,
+    tracing: Option<Tracing>,
+    access_log: Option<AccessLog>,
 }
 
 impl MeshStack {
@@ -202,6 +209,8 @@ impl MeshStack {
             client: ClientIdentity::default(),
             upstream: Upstream::new(),
             telemetry: true,
+            tracing: None,
+            access_log: None,
         }
     }
 }
@@ -243,6 +252,8 @@ impl<C: UpstreamConnector> MeshStack<C> {
             client: self.client,
             upstream,
             telemetry: self.telemetry,
+            tracing: self.tracing,
+            access_log: self.access_log,
         }
     }
 
@@ -262,6 +273,20 @@ impl<C: UpstreamConnector> MeshStack<C> {
     /// default): off to measure the stack without them, or when nothing collects them.
     pub fn telemetry(mut self, enabled: bool) -> Self {
         self.telemetry = enabled;
+        self
+    }
+
+    /// A `CLIENT` span per request, sampled and exported as `tracing` says
+    /// ([`trace`](crate::trace)); off by default.
+    pub fn tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = Some(tracing);
+        self
+    }
+
+    /// An access log line per request ([`access_log`](crate::access_log)); off by default.
+    /// Written by the telemetry layer, which is kept for it even with `telemetry(false)`.
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
         self
     }
 
@@ -307,8 +332,18 @@ impl<C: UpstreamConnector> MeshStack<C> {
         let rate_limit = LocalRateLimitLayer::new(&self.handle, direction)
             .namespace(self.client.namespace.clone())
             .workload_labels(self.client.labels.clone());
-        let telemetry = self.telemetry.then(|| {
-            TelemetryLayer::outbound(&self.handle)
+        let telemetry = (self.telemetry || self.access_log.is_some()).then(|| {
+            let layer = TelemetryLayer::outbound(&self.handle)
+                .namespace(self.client.namespace.clone())
+                .workload_labels(self.client.labels.clone())
+                .metrics(self.telemetry);
+            match self.access_log.clone() {
+                Some(log) => layer.access_log(log),
+                None => layer,
+            }
+        });
+        let trace = self.tracing.as_ref().map(|t| {
+            TraceLayer::outbound(t)
                 .namespace(self.client.namespace.clone())
                 .workload_labels(self.client.labels.clone())
         });
@@ -330,10 +365,12 @@ impl<C: UpstreamConnector> MeshStack<C> {
             inner,
             not_ready: None,
         };
-        match telemetry {
-            Some(t) => BoxCloneService::new(t.layer(edge)),
-            None => BoxCloneService::new(edge),
-        }
+        BoxCloneService::new(
+            tower::ServiceBuilder::new()
+                .option_layer(telemetry)
+                .option_layer(trace)
+                .service(edge),
+        )
     }
 }
 
@@ -380,6 +417,8 @@ pub struct InboundStack<A> {
     handle: MeshHandle,
     workload: ClientIdentity,
     app: A,
+    tracing: Option<Tracing>,
+    access_log: Option<AccessLog>,
 }
 
 impl MeshStack {
@@ -390,6 +429,8 @@ impl MeshStack {
             handle: mesh.into(),
             workload: ClientIdentity::default(),
             app,
+            tracing: None,
+            access_log: None,
         }
     }
 }
@@ -413,6 +454,19 @@ impl<A> InboundStack<A> {
         self
     }
 
+    /// A `SERVER` span per request, its context passed on to the app ([`trace`](crate::trace));
+    /// off by default.
+    pub fn tracing(mut self, tracing: Tracing) -> Self {
+        self.tracing = Some(tracing);
+        self
+    }
+
+    /// An access log line per request ([`access_log`](crate::access_log)); off by default.
+    pub fn access_log(mut self, log: AccessLog) -> Self {
+        self.access_log = Some(log);
+        self
+    }
+
     /// Builds the stack for request bodies of type `B`.
     pub fn build<B>(self) -> MeshService<B>
     where
@@ -428,10 +482,20 @@ impl<A> InboundStack<A> {
             handle,
             workload,
             app,
+            tracing,
+            access_log,
         } = self;
-        let telemetry = TelemetryLayer::inbound(&handle)
+        let mut telemetry = TelemetryLayer::inbound(&handle)
             .namespace(workload.namespace.clone())
             .workload_labels(workload.labels.clone());
+        if let Some(log) = access_log {
+            telemetry = telemetry.access_log(log);
+        }
+        let trace = tracing.as_ref().map(|t| {
+            TraceLayer::inbound(t)
+                .namespace(workload.namespace.clone())
+                .workload_labels(workload.labels.clone())
+        });
         // The order of the layers, outermost first (see the diagram above).
         let inner = tower::ServiceBuilder::new()
             .layer(crate::inbound::XfccLayer::new())
@@ -451,10 +515,15 @@ impl<A> InboundStack<A> {
                     .workload_labels(workload.labels),
             )
             .service(app);
-        BoxCloneService::new(telemetry.layer(Edge {
-            inner,
-            not_ready: None,
-        }))
+        BoxCloneService::new(
+            tower::ServiceBuilder::new()
+                .layer(telemetry)
+                .option_layer(trace)
+                .service(Edge {
+                    inner,
+                    not_ready: None,
+                }),
+        )
     }
 }
 
@@ -515,10 +584,10 @@ where
     }
 }
 
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// A random (version 4) UUID, as Envoy generates request ids.
-fn new_request_id() -> http::HeaderValue {
+pub(crate) fn new_request_id() -> http::HeaderValue {
     let n = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
     let hex = format!("{n:032x}");
     let id = format!(

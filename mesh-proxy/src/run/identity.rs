@@ -28,7 +28,7 @@ pub(crate) fn load(
         )
     })?;
     for warning in mismatches(&source.identity(), namespace, service_account) {
-        eprintln!(
+        say!(
             "mesh run: warning: --identity-dir {}: {warning}",
             dir.display()
         );

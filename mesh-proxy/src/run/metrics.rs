@@ -35,7 +35,7 @@ pub(crate) fn install() {
     let recorder = recorder();
     let handle = recorder.handle();
     if let Err(e) = metrics::set_global_recorder(recorder) {
-        eprintln!("mesh run: metrics: {e}; /metrics will be empty");
+        say!("mesh run: metrics: {e}; /metrics will be empty");
         return;
     }
     let upkeep = handle.clone();
@@ -48,7 +48,7 @@ pub(crate) fn install() {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("mesh run: metrics: cannot start the upkeep thread: {e}");
+        say!("mesh run: metrics: cannot start the upkeep thread: {e}");
     }
     let _ = HANDLE.set(handle);
 }

@@ -14,14 +14,19 @@
 //! text ([`listeners::inbound`]).
 //!
 //! Gateways: `--gateway NAME` serves the servers of the named Gateway resources (HTTP, HTTPS
-//! with `--credentials-dir` certificates, TLS passthrough, TCP): see [`gateway`].
+//! with `--credentials-dir` certificates, TLS passthrough, TCP): see [`gateway`]. Their
+//! listeners follow reloads (ports of new servers open, ports left without a server drain) and
+//! rewritten certificate files.
 
 mod admin;
+mod connection;
 mod gateway;
 mod identity;
 mod listeners;
 mod metrics;
+mod observability;
 mod reload;
+mod upgrade;
 
 use std::{
     net::SocketAddr,
@@ -85,9 +90,21 @@ pub(crate) struct Args {
     /// Worker threads (default: the cores, or `TOKIO_WORKER_THREADS`).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     concurrency: Option<u16>,
+    /// Close a downstream connection with no request in flight for this long (`0`: never).
+    /// Envoy's `idle_timeout` default, which Istio keeps.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    idle_timeout: std::time::Duration,
+    /// Connections each listener serves at once; beyond it new connections wait in the
+    /// kernel's accept backlog.
+    #[arg(long, value_name = "N", default_value_t = connection::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Load the config once; by default the `--config` paths are watched and reloaded on change.
     #[arg(long)]
     no_watch: bool,
+    /// Boxed: it would make the `run` command the one large variant of the CLI.
+    #[command(flatten)]
+    observability: Box<observability::ObservabilityArgs>,
     #[command(flatten)]
     config_args: ConfigArgs,
 }
@@ -95,6 +112,10 @@ pub(crate) struct Args {
 /// `k=v` pairs.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LabelList(Vec<(String, String)>);
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    mesh_core::duration::parse_duration(s).map_err(|e| e.to_string())
+}
 
 fn parse_labels(s: &str) -> Result<LabelList, String> {
     let mut out = Vec::new();
@@ -125,7 +146,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         && args.admin.is_none()
         && args.gateway.is_empty()
     {
-        eprintln!(
+        say!(
             "mesh run: nothing to run: give at least one of --outbound, --inbound/--app, --gateway, --admin"
         );
         return ExitCode::from(2);
@@ -145,16 +166,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Ok(first) => first,
         Err(LoadError::Invalid { diagnostics }) => {
             eprint!("{diagnostics}");
-            eprintln!("mesh run: the config has errors; not starting");
+            say!("mesh run: the config has errors; not starting");
             return ExitCode::from(1);
         }
         Err(LoadError::Io(e)) => {
-            eprintln!("mesh run: {e}");
+            say!("mesh run: {e}");
             return ExitCode::from(2);
         }
     };
     for d in mesh.warnings().iter() {
-        eprintln!("{d}");
+        say!("{d}");
     }
     status
         .lock()
@@ -168,12 +189,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("mesh run: cannot start the runtime: {e}");
+            say!("mesh run: cannot start the runtime: {e}");
             return ExitCode::from(1);
         }
     };
     // Before any stack exists: they register their series with the recorder in place.
     metrics::install();
+    connection::Limits {
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections,
+    }
+    .install();
     let state = Arc::new(State {
         handle,
         reload: status,
@@ -189,7 +215,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
 
 async fn bind(role: &str, addr: SocketAddr) -> Result<TcpListener, ExitCode> {
     TcpListener::bind(addr).await.map_err(|e| {
-        eprintln!("mesh run: cannot bind the {role} listener on {addr}: {e}");
+        say!("mesh run: cannot bind the {role} listener on {addr}: {e}");
         ExitCode::from(1)
     })
 }
@@ -204,7 +230,7 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
         Ok(Some((identity, watch))) => (Some(identity), Some(watch)),
         Ok(None) => (None, None),
         Err(e) => {
-            eprintln!("mesh run: {e}");
+            say!("mesh run: {e}");
             return ExitCode::from(1);
         }
     };
@@ -225,13 +251,28 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
     let mut signals = match Signals::new() {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("mesh run: cannot install signal handlers: {e}");
+            say!("mesh run: cannot install signal handlers: {e}");
             return ExitCode::from(1);
         }
     };
 
     let namespace = args.config_args.namespace.clone();
     let labels = args.workload_labels.unwrap_or_default().0;
+    // Traces and access logs; spans name the service as Istio does, `app.namespace`.
+    let app = labels
+        .iter()
+        .find(|(k, _)| k == "app")
+        .map_or("mesh", |(_, v)| v.as_str());
+    let obs = match observability::Observability::start(
+        &args.observability,
+        &format!("{app}.{namespace}"),
+    ) {
+        Ok(obs) => obs,
+        Err(e) => {
+            say!("mesh run: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let gateways = if args.gateway.is_empty() {
         None
     } else {
@@ -242,11 +283,12 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
             credentials_dir: args.credentials_dir.as_deref(),
             labels: &labels,
             identity: identity.as_ref(),
+            status: &state.reload,
         };
         match gateway::start(&state.handle, &opts).await {
             Ok(g) => Some(g),
             Err(e) => {
-                eprintln!("mesh run: {e}");
+                say!("mesh run: {e}");
                 return ExitCode::from(1);
             }
         }
@@ -266,6 +308,7 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
                 labels: labels.clone(),
                 app: args.app.clone().unwrap_or_default(),
                 identity: identity.clone(),
+                observability: obs.clone(),
             };
             let (handle, stop) = (state.handle.clone(), stop_rx.clone());
             tasks.spawn(async move { listeners::inbound(listener, &handle, opts, stop).await });
@@ -273,7 +316,7 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
         }
         let handler = match role {
             "outbound" => {
-                listeners::outbound(&state.handle, &namespace, &labels, identity.as_ref())
+                listeners::outbound(&state.handle, &namespace, &labels, identity.as_ref(), &obs)
             }
             _ => admin::handler(state.clone()),
         };
@@ -284,12 +327,13 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
         gateways.spawn(&mut tasks, &stop_rx);
     }
     state.ready.store(true, Ordering::Release);
-    eprintln!("mesh run: ready: {}", shown.join(", "));
+    say!("mesh run: ready: {}", shown.join(", "));
 
     let which = signals.recv().await;
-    eprintln!("mesh run: {which}: stopping (in-flight requests get up to 5 s)");
+    say!("mesh run: {which}: stopping (in-flight requests get up to 5 s)");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    obs.flush().await;
     ExitCode::SUCCESS
 }
 

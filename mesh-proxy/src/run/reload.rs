@@ -25,6 +25,9 @@ pub(crate) struct ReloadStatus {
     last_reload: Option<LastReload>,
     /// The last rejected reload, until a good one clears it.
     last_error: Option<RejectedReload>,
+    /// Bumped to the new version after each good reload was stored: what the gateway
+    /// listeners wait on to follow the config ([`ReloadStatus::subscribe`]).
+    reloaded: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug)]
@@ -38,6 +41,9 @@ struct RejectedReload {
     at: SystemTime,
     message: String,
     diagnostics: Vec<Diagnostic>,
+    /// A gateway listener that could not follow the config (a certificate that does not
+    /// load), rather than a config with errors: cleared when the listeners update.
+    listeners: bool,
 }
 
 impl ReloadStatus {
@@ -59,6 +65,32 @@ impl ReloadStatus {
 
     pub(crate) fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+
+    /// Wakes after each good reload, once the new config is in the handle.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
+    }
+
+    /// The outcome of updating the gateway listeners to the config in use (or to rewritten
+    /// certificate files): an error is shown as `last_reload_error`, as a rejected reload is
+    /// (the config itself was taken: routes follow it, the listener keeps its previous
+    /// servers); `None` clears such an error, not a rejected config's.
+    pub(crate) fn listener_error(&mut self, error: Option<String>) {
+        match error {
+            Some(message) => {
+                self.last_error = Some(RejectedReload {
+                    at: SystemTime::now(),
+                    message,
+                    diagnostics: Vec::new(),
+                    listeners: true,
+                });
+            }
+            None if self.last_error.as_ref().is_some_and(|e| e.listeners) => {
+                self.last_error = None;
+            }
+            None => {}
+        }
     }
 
     /// `"last_reload"`: when the last reload was tried and how it went (`null` before any).
@@ -99,15 +131,16 @@ pub(crate) fn on_reload(status: &Mutex<ReloadStatus>, reload: &Reload) {
     let mut status = status.lock().unwrap_or_else(PoisonError::into_inner);
     match reload {
         Reload::Reloaded { mesh } => {
-            eprintln!("mesh run: config reloaded (version {})", mesh.version);
+            say!("mesh run: config reloaded (version {})", mesh.version);
             for d in mesh.warnings().iter() {
-                eprintln!("{d}");
+                say!("{d}");
             }
             status.version = status.version.max(mesh.version);
             status.files = mesh.files().to_vec();
             status.last_reload = Some(LastReload { success: true, at });
             status.last_error = None;
             metrics::counter!("mesh_config_reload_total", "result" => "success").increment(1);
+            status.reloaded.send_replace(mesh.version);
         }
         Reload::Rejected { error } => {
             let (message, diagnostics) = match error {
@@ -121,15 +154,16 @@ pub(crate) fn on_reload(status: &Mutex<ReloadStatus>, reload: &Reload) {
                 ),
                 LoadError::Io(e) => (format!("{e}; kept version {}", status.version), Vec::new()),
             };
-            eprintln!("mesh run: config reload rejected: {message}");
+            say!("mesh run: config reload rejected: {message}");
             for d in &diagnostics {
-                eprintln!("{d}");
+                say!("{d}");
             }
             status.last_reload = Some(LastReload { success: false, at });
             status.last_error = Some(RejectedReload {
                 at,
                 message,
                 diagnostics,
+                listeners: false,
             });
             metrics::counter!("mesh_config_reload_total", "result" => "error").increment(1);
         }
@@ -192,6 +226,36 @@ mod tests {
         let s = status.lock().unwrap();
         assert_eq!(s.last_reload_error_json(), Value::Null);
         assert_eq!(s.last_reload_json()["result"], "success");
+    }
+
+    #[test]
+    fn a_listener_error_shows_until_the_listeners_update_and_never_hides_a_rejection() {
+        let status = Mutex::new(ReloadStatus::new(true));
+        let mut reloads = status.lock().unwrap().subscribe();
+        status
+            .lock()
+            .unwrap()
+            .listener_error(Some("tls.crt: no PEM certificate".into()));
+        let error = status.lock().unwrap().last_reload_error_json();
+        assert_eq!(error["message"], "tls.crt: no PEM certificate", "{error}");
+        status.lock().unwrap().listener_error(None);
+        assert_eq!(status.lock().unwrap().last_reload_error_json(), Value::Null);
+
+        // A rejected config stays shown whatever the listeners do.
+        on_reload(&status, &rejected());
+        assert!(
+            !reloads.has_changed().unwrap(),
+            "a rejection woke the listeners"
+        );
+        status.lock().unwrap().listener_error(None);
+        assert_ne!(status.lock().unwrap().last_reload_error_json(), Value::Null);
+
+        // A good reload wakes them, with its version.
+        let good = mesh();
+        let version = good.version;
+        on_reload(&status, &Reload::Reloaded { mesh: good });
+        assert!(reloads.has_changed().unwrap());
+        assert_eq!(*reloads.borrow_and_update(), version);
     }
 
     #[test]

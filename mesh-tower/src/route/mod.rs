@@ -12,7 +12,8 @@
 //!
 //! A host without a VirtualService goes to the service itself (Istio's default route), and a
 //! host the registry does not know passes through to its own address (ALLOW_ANY) unless the
-//! workload's Sidecar says REGISTRY_ONLY.
+//! workload's Sidecar says REGISTRY_ONLY (502). A host the Sidecar's `egress` does not import
+//! counts as unknown, its VirtualServices too.
 
 mod redirect;
 mod rewrite;
@@ -30,7 +31,10 @@ use mesh_core::{
     CompiledMesh, Host, Labels,
     host::split_authority,
     matching::{RequestView, first_match_detail},
-    model::{Destination, HeaderOps, HttpRoute, MESH_GATEWAY, OutboundTrafficPolicy, RouteAction},
+    model::{
+        Destination, HeaderOps, HttpRoute, MESH_GATEWAY, OutboundTrafficPolicy, RouteAction,
+        SidecarScope,
+    },
 };
 use tower::{Layer, Service};
 
@@ -277,13 +281,23 @@ fn decide(
         grpc,
     };
 
-    let Some(vh_index) = snapshot.virtual_host_index(&client.gateway, host.as_str()) else {
+    // The workload's Sidecar `egress` hosts: what it does not import (services by their
+    // namespace, VirtualServices by theirs, on the listener's port) is unknown to it, as Istio
+    // leaves it out of the sidecar's routes; the outbound traffic policy then decides.
+    let sidecar = (client.gateway == MESH_GATEWAY)
+        .then(|| snapshot.sidecar_for(&client.namespace, &client.labels))
+        .flatten();
+    let imported = |namespace: &str| sidecar.is_none_or(|s| s.allows(&host, namespace, Some(port)));
+    let vh_index = snapshot
+        .virtual_host_index(&client.gateway, host.as_str())
+        .filter(|&i| imported(&snapshot.virtual_hosts[i].namespace));
+    let Some(vh_index) = vh_index else {
         if client.gateway != MESH_GATEWAY {
             // A gateway forwards only what a VirtualService bound to it routes (Envoy's
             // gateway listeners have no default route): 404.
             return Err(MeshError::NoRoute { authority }.into());
         }
-        return default_route(snapshot, client, &host, &authority, port).map(|target| {
+        return default_route(snapshot, sidecar, &host, &authority, port).map(|target| {
             Decision::Forward {
                 ctx: new_ctx(target, None),
                 response_ops: Vec::new(),
@@ -345,15 +359,19 @@ fn decide(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListenerPort(pub u16);
 
-/// Istio's default route: the service itself, or the host's own address outside the registry.
+/// Istio's default route: the service itself (when the workload's Sidecar imports it), or the
+/// host's own address outside the registry (ALLOW_ANY; REGISTRY_ONLY answers 502).
 fn default_route(
     snapshot: &CompiledMesh,
-    client: &ClientIdentity,
+    sidecar: Option<&SidecarScope>,
     host: &Host,
     authority: &str,
     port: u16,
 ) -> Result<Target, BoxError> {
-    if let Some(svc) = snapshot.service(host.as_str()) {
+    if let Some(svc) = snapshot
+        .service(host.as_str())
+        .filter(|svc| sidecar.is_none_or(|s| s.allows(host, &svc.namespace, Some(port))))
+    {
         let host = if svc.hostname.is_wildcard() {
             host.clone()
         } else {
@@ -365,10 +383,7 @@ fn default_route(
             port: Some(port),
         }));
     }
-    let policy = snapshot
-        .sidecar_for(&client.namespace, &client.labels)
-        .map(|s| s.outbound_policy)
-        .unwrap_or_default();
+    let policy = sidecar.map(|s| s.outbound_policy).unwrap_or_default();
     match policy {
         OutboundTrafficPolicy::AllowAny => Ok(Target::Passthrough {
             authority: authority.to_owned(),

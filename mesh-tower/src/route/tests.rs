@@ -151,3 +151,40 @@ async fn a_gateway_matches_port_against_its_listener_and_has_no_default_route() 
         Some(MeshError::NoRoute { .. })
     ));
 }
+
+#[tokio::test]
+async fn sidecar_egress_hides_what_it_does_not_import() {
+    // The namespace's Sidecar imports `other.example` only, REGISTRY_ONLY: `r.example` (its
+    // ServiceEntry and its VirtualService) is unknown to this workload.
+    let sidecar = |hosts: &str| {
+        format!(
+            "{YAML}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec:\n  egress: [{{hosts: [{hosts}]}}]\n  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n"
+        )
+    };
+    let (mut svc, _handle) = router(&sidecar("./other.example"));
+    let req = Request::get("http://r.example/x")
+        .body(body::empty())
+        .unwrap();
+    let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
+    assert!(matches!(
+        MeshError::find(&err),
+        Some(MeshError::RegistryOnly { .. })
+    ));
+
+    // Imported: the VirtualService routes it again.
+    let (mut svc, mut handle) = router(&sidecar("./r.example"));
+    let req = Request::get("http://r.example/x")
+        .body(body::empty())
+        .unwrap();
+    let fut = svc.ready().await.unwrap().call(req);
+    let (sent, reply) = handle.next_request().await.unwrap();
+    assert!(
+        sent.extensions()
+            .get::<RouteCtx>()
+            .unwrap()
+            .route()
+            .is_some()
+    );
+    reply.send_response(Response::new(body::empty()));
+    fut.await.unwrap();
+}

@@ -92,6 +92,7 @@ impl Caches {
 /// The state shared by every clone of a telemetry layer and its services.
 pub(crate) struct Shared {
     pub reporter: Reporter,
+    pub outputs: super::Outputs,
     pub handle: MeshHandle,
     /// This workload's labels, computed once.
     pub local: Arc<Workload>,
@@ -112,7 +113,12 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(reporter: Reporter, handle: MeshHandle, local: Workload) -> Self {
+    pub(crate) fn new(
+        reporter: Reporter,
+        handle: MeshHandle,
+        local: Workload,
+        outputs: super::Outputs,
+    ) -> Self {
         let name = local.canonical_service.clone();
         let local_dest = Arc::new(Dest {
             service: name.clone(),
@@ -121,6 +127,7 @@ impl Shared {
         });
         Shared {
             reporter,
+            outputs,
             handle,
             local_dest,
             local: Arc::new(local),

@@ -24,6 +24,10 @@
 //! side learns the peer from the [`ConnectionInfo`] the listener inserted: its principal, its
 //! namespace (from the SPIFFE ID), and `connection_security_policy="mutual_tls"`.
 //!
+//! With an [`AccessLog`](crate::access_log::AccessLog) the layer also writes an access log
+//! line per request when its record is complete (see [`access_log`](crate::access_log)); with
+//! [`metrics(false)`](TelemetryLayer::metrics) it writes only that.
+//!
 //! Nothing here installs a recorder: install one (Prometheus, or any `metrics` recorder)
 //! before the first request; each label set's handles are registered with the recorder in
 //! place when it is first seen, and kept. Histograms need [`HISTOGRAM_BUCKETS`] in the
@@ -66,7 +70,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
@@ -90,11 +94,13 @@ pub use labels::HTTP_LABELS;
 pub use tcp::{TcpConnectionMetrics, TcpPeer};
 
 use crate::{
+    access_log::{self, AccessLog, RequestInfo},
     authz::ConnectionInfo,
     body::{BoxError, MeshBody},
     error::is_grpc,
     route::{RouteCtx, Target},
     snapshot::MeshHandle,
+    stack::{X_REQUEST_ID, new_request_id},
 };
 use cache::Shared;
 use labels::{Dest, Outcome, Protocol, Security, Workload};
@@ -144,6 +150,23 @@ pub struct TelemetryLayer {
     labels: Labels,
 }
 
+/// What a layer does besides knowing its workload.
+#[derive(Debug, Clone)]
+pub(crate) struct Outputs {
+    /// Record Istio's metrics.
+    pub metrics: bool,
+    pub access_log: Option<AccessLog>,
+}
+
+impl Default for Outputs {
+    fn default() -> Self {
+        Outputs {
+            metrics: true,
+            access_log: None,
+        }
+    }
+}
+
 impl TelemetryLayer {
     /// The client side: `reporter="source"`, for a workload of namespace `default` with no
     /// labels until [`namespace`](Self::namespace) and [`workload_labels`](Self::workload_labels).
@@ -153,6 +176,7 @@ impl TelemetryLayer {
             mesh.into(),
             "default".into(),
             Labels::new(),
+            Outputs::default(),
         )
     }
 
@@ -163,22 +187,63 @@ impl TelemetryLayer {
             mesh.into(),
             "default".into(),
             Labels::new(),
+            Outputs::default(),
         )
     }
 
-    fn with(reporter: Reporter, handle: MeshHandle, namespace: String, labels: Labels) -> Self {
+    fn with(
+        reporter: Reporter,
+        handle: MeshHandle,
+        namespace: String,
+        labels: Labels,
+        outputs: Outputs,
+    ) -> Self {
         let local = Workload::from_labels(&namespace, &labels, None);
         TelemetryLayer {
-            shared: Arc::new(Shared::new(reporter, handle, local)),
+            shared: Arc::new(Shared::new(reporter, handle, local, outputs)),
             namespace,
             labels,
         }
     }
 
+    /// The same layer with some settings changed (a fresh cache for the new workload).
+    fn rebuilt(
+        self,
+        namespace: Option<String>,
+        labels: Option<Labels>,
+        outputs: Option<Outputs>,
+    ) -> Self {
+        let s = &self.shared;
+        Self::with(
+            s.reporter,
+            s.handle.clone(),
+            namespace.unwrap_or(self.namespace),
+            labels.unwrap_or(self.labels),
+            outputs.unwrap_or_else(|| s.outputs.clone()),
+        )
+    }
+
     /// The workload's namespace (`source_workload_namespace` on the client side).
     pub fn namespace(self, namespace: impl Into<String>) -> Self {
-        let s = &self.shared;
-        Self::with(s.reporter, s.handle.clone(), namespace.into(), self.labels)
+        self.rebuilt(Some(namespace.into()), None, None)
+    }
+
+    /// Writes an access log line per request to `log` ([`access_log`](crate::access_log)).
+    pub fn access_log(self, log: AccessLog) -> Self {
+        let outputs = Outputs {
+            access_log: Some(log),
+            ..self.shared.outputs.clone()
+        };
+        self.rebuilt(None, None, Some(outputs))
+    }
+
+    /// Whether to record Istio's metrics (on by default): off to write only access logs.
+    pub fn metrics(self, enabled: bool) -> Self {
+        let outputs = Outputs {
+            metrics: enabled,
+            ..self.shared.outputs.clone()
+        };
+        self.rebuilt(None, None, Some(outputs))
     }
 
     /// The workload's labels: `app`, `version`, the canonical service and revision
@@ -193,8 +258,7 @@ impl TelemetryLayer {
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
             .collect();
-        let s = &self.shared;
-        Self::with(s.reporter, s.handle.clone(), self.namespace, labels)
+        self.rebuilt(None, Some(labels), None)
     }
 }
 
@@ -230,6 +294,26 @@ impl<S> Telemetry<S> {
     }
 }
 
+/// A workload's names as Istio derives them from its labels, for the spans of
+/// [`trace`](crate::trace).
+#[derive(Debug, Clone)]
+pub(crate) struct WorkloadAttributes {
+    pub workload: String,
+    pub canonical_service: String,
+    pub canonical_revision: String,
+}
+
+impl WorkloadAttributes {
+    pub(crate) fn of(namespace: &str, labels: &Labels) -> Self {
+        let w = Workload::from_labels(namespace, labels, None);
+        WorkloadAttributes {
+            workload: w.name.to_string(),
+            canonical_service: w.canonical_service.to_string(),
+            canonical_revision: w.canonical_revision.to_string(),
+        }
+    }
+}
+
 /// What the layers below tell the telemetry layer about a request, in its extensions.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestTelemetry(Arc<RequestState>);
@@ -241,6 +325,19 @@ struct RequestState {
     /// The endpoint of the last attempt.
     endpoint: ArcSwapOption<Workload>,
     request_bytes: AtomicU64,
+    /// For the access log only (left empty without one): the route and the endpoint's
+    /// `address:port`.
+    route_log: OnceLock<RouteLog>,
+    upstream_host: Mutex<Option<String>>,
+}
+
+/// The routing decision as an access log line shows it.
+#[derive(Debug)]
+struct RouteLog {
+    cluster: std::borrow::Cow<'static, str>,
+    name: std::borrow::Cow<'static, str>,
+    /// The service port, to name the endpoint's address.
+    port: u16,
 }
 
 impl RequestTelemetry {
@@ -254,6 +351,17 @@ impl RequestTelemetry {
             }
         };
         let _ = self.0.dest.set(dest);
+        if shared.outputs.access_log.is_some() {
+            let port = match &ctx.target {
+                Target::Destination(d) => d.port.unwrap_or(ctx.port),
+                Target::Passthrough { .. } => ctx.port,
+            };
+            let _ = self.0.route_log.set(RouteLog {
+                cluster: access_log::upstream_cluster(ctx),
+                name: access_log::route_name(ctx),
+                port,
+            });
+        }
     }
 
     /// The endpoint an attempt goes to: the destination workload.
@@ -265,6 +373,17 @@ impl RequestTelemetry {
     ) {
         let peer = self.0.shared.endpoint_peer(mesh, service, ep);
         self.0.endpoint.store(Some(peer));
+        if let Some(route) = self.0.route_log.get() {
+            let port = service.port(route.port).or_else(|| service.single_port());
+            if let Some(port) = port {
+                let host = crate::endpoint::endpoint_authority(ep, port);
+                *self
+                    .0
+                    .upstream_host
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(host);
+            }
+        }
     }
 }
 
@@ -311,6 +430,15 @@ where
             dest: OnceLock::new(),
             endpoint: ArcSwapOption::empty(),
             request_bytes: AtomicU64::new(0),
+            route_log: OnceLock::new(),
+            upstream_host: Mutex::new(None),
+        });
+        let log = shared.outputs.access_log.is_some().then(|| {
+            // The id the line shows is the one the request goes on with (the edge keeps it).
+            if !req.headers().contains_key(X_REQUEST_ID) {
+                req.headers_mut().insert(X_REQUEST_ID, new_request_id());
+            }
+            RequestInfo::capture(&req)
         });
         let grpc = is_grpc(&req);
         let mut flight = InFlight {
@@ -328,6 +456,8 @@ where
             blocked: false,
             response_bytes: 0,
             done: false,
+            log,
+            mesh_error: None,
         };
         match shared.reporter {
             Reporter::Source => flight.fallback = RequestAuthority::of(&req),
@@ -377,6 +507,10 @@ struct InFlight {
     blocked: bool,
     response_bytes: u64,
     done: bool,
+    /// With an access log: the request as its line shows it.
+    log: Option<Box<RequestInfo>>,
+    /// The reply's `x-mesh-error`, for the line's response code details.
+    mesh_error: Option<&'static str>,
 }
 
 impl InFlight {
@@ -391,6 +525,9 @@ impl InFlight {
         {
             self.outcome.flags |= ResponseFlags::from_mesh_error(code);
             self.blocked = code == "registry-only";
+            if self.log.is_some() {
+                self.mesh_error = Some(access_log::response_code_details(Some(code)));
+            }
         }
     }
 
@@ -421,15 +558,63 @@ impl InFlight {
             .take()
             .or_else(|| self.state.endpoint.load_full())
             .unwrap_or_else(|| shared.unknown_peer.clone());
-        let series = shared.series(&dest, &peer, self.outcome);
-        series.requests.increment(1);
-        series
-            .duration
-            .record(self.start.elapsed().as_millis() as f64);
-        series
-            .request_bytes
-            .record(self.state.request_bytes.load(Ordering::Relaxed) as f64);
-        series.response_bytes.record(self.response_bytes as f64);
+        let duration = self.start.elapsed().as_millis();
+        let request_bytes = self.state.request_bytes.load(Ordering::Relaxed);
+        if shared.outputs.metrics {
+            let series = shared.series(&dest, &peer, self.outcome);
+            series.requests.increment(1);
+            series.duration.record(duration as f64);
+            series.request_bytes.record(request_bytes as f64);
+            series.response_bytes.record(self.response_bytes as f64);
+        }
+        if let (Some(log), Some(request)) = (&shared.outputs.access_log, self.log.take()) {
+            self.write_log(log, &request, duration as u64, request_bytes);
+        }
+    }
+
+    fn write_log(&self, log: &AccessLog, request: &RequestInfo, duration_ms: u64, bytes: u64) {
+        let state = &self.state;
+        let code = self.outcome.code.unwrap_or(0);
+        let host = state
+            .upstream_host
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let inbound_cluster;
+        let (cluster, route) = match (state.shared.reporter, state.route_log.get()) {
+            (Reporter::Source, Some(r)) => (Some(&*r.cluster), Some(&*r.name)),
+            (Reporter::Source, None) if self.blocked => {
+                (Some("BlackHoleCluster"), Some("block_all"))
+            }
+            (Reporter::Source, None) => (None, None),
+            (Reporter::Destination, _) => {
+                // Istio's inbound cluster, `inbound|PORT||`, by the port the client addressed.
+                let port = request
+                    .authority
+                    .as_deref()
+                    .and_then(|a| split_authority(a).1)
+                    .or(request.downstream_local.map(|a| a.port()));
+                inbound_cluster = port.map(|p| format!("inbound|{p}||"));
+                (inbound_cluster.as_deref(), Some("default"))
+            }
+        };
+        let details = match (code, self.mesh_error) {
+            (0, _) => "-",
+            (_, Some(d)) => d,
+            (_, None) => access_log::response_code_details(None),
+        };
+        log.log(&access_log::Record {
+            request,
+            code,
+            flags: self.outcome.flags,
+            details,
+            bytes_received: bytes,
+            bytes_sent: self.response_bytes,
+            duration_ms,
+            upstream_host: host.as_deref(),
+            upstream_cluster: cluster,
+            route_name: route,
+        });
     }
 }
 
@@ -591,7 +776,7 @@ impl Drop for ResponseBody {
     }
 }
 
-/// Below the router: hands the routing decision to the telemetry layer above.
+/// Below the router: hands the routing decision to the telemetry and trace layers above.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RouteTapLayer;
 
@@ -621,11 +806,13 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> S::Future {
-        if let (Some(t), Some(ctx)) = (
-            req.extensions().get::<RequestTelemetry>(),
-            req.extensions().get::<RouteCtx>(),
-        ) {
-            t.record_route(ctx);
+        if let Some(ctx) = req.extensions().get::<RouteCtx>() {
+            if let Some(t) = req.extensions().get::<RequestTelemetry>() {
+                t.record_route(ctx);
+            }
+            if let Some(span) = req.extensions().get::<crate::trace::SpanRoute>() {
+                span.record(ctx);
+            }
         }
         self.inner.call(req)
     }

@@ -25,9 +25,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN: Duration = Duration::from_secs(5);
 
 /// Accepts connections (at most [`MAX_CONNECTIONS`] at once) until `stop`, then drains.
+/// Each connection is served with the `site` of the moment it was accepted: an update of the
+/// listener's servers applies to the next connections.
 pub(super) async fn serve(
     listener: TcpListener,
-    site: Arc<Site>,
+    site: watch::Receiver<Arc<Site>>,
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -46,7 +48,7 @@ pub(super) async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(x) => x,
                 Err(e) => {
-                    eprintln!("mesh run: gateway accept on {local:?}: {e}");
+                    say!("mesh run: gateway accept on {local:?}: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -55,7 +57,8 @@ pub(super) async fn serve(
         };
         while conns.try_join_next().is_some() {}
         let _ = stream.set_nodelay(true);
-        let (site, ctx, stop) = (site.clone(), ctx.clone(), stop.clone());
+        let site = site.borrow().clone();
+        let (ctx, stop) = (ctx.clone(), stop.clone());
         conns.spawn(async move {
             connection(stream, peer, &site, ctx, stop).await;
             drop(permit);
@@ -102,18 +105,18 @@ async fn connection(
     {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
-            eprintln!("mesh run: gateway {port}: connection from {peer}: {e}; closed");
+            say!("mesh run: gateway {port}: connection from {peer}: {e}; closed");
             return;
         }
         Err(_) => {
-            eprintln!(
+            say!(
                 "mesh run: gateway {port}: connection from {peer}: no ClientHello within {HANDSHAKE_TIMEOUT:?}; closed"
             );
             return;
         }
     };
     let Some(index) = gateway::server_for(&servers.list, sni.as_deref()) else {
-        eprintln!(
+        say!(
             "mesh run: gateway {port}: connection from {peer}: no server for SNI {}; closed",
             sni.as_deref().unwrap_or("(none)")
         );
@@ -131,14 +134,14 @@ async fn connection(
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accepting).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            eprintln!(
+            say!(
                 "mesh run: gateway {port}: TLS handshake with {peer} for {}: {e}; closed",
                 describe(server)
             );
             return;
         }
         Err(_) => {
-            eprintln!("mesh run: gateway {port}: TLS handshake with {peer} timed out; closed");
+            say!("mesh run: gateway {port}: TLS handshake with {peer} timed out; closed");
             return;
         }
     };

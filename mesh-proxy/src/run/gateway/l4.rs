@@ -1,11 +1,31 @@
 //! TCP and TLS passthrough on a gateway port: the VirtualService `tcp` or `tls` route for the
 //! connection, a weighted destination, an endpoint, then bytes copied both ways.
+//!
+//! Each routed connection records Istio's TCP metrics
+//! ([Istio Standard Metrics](https://istio.io/latest/docs/reference/config/metrics/)), as a
+//! gateway's Envoy reports them (`reporter="source"`, `request_protocol="tcp"`):
+//! `istio_tcp_connections_opened_total` once the upstream connection is attempted,
+//! `istio_tcp_connections_closed_total` when the connection ends, and the bytes received from
+//! and sent to the client (`istio_tcp_received_bytes_total`, `istio_tcp_sent_bytes_total`) as
+//! they flow, so a long-lived connection shows its traffic before it closes. The labels name
+//! the routed `destination_service`; a connection whose upstream has no endpoint is flagged
+//! `UH`, one whose upstream refused it `UF`. A connection no route takes is closed before any
+//! of this, as Envoy closes one that matches no filter chain, and is not counted.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use mesh_core::{gateway, matching::ConnectionView, model::GatewayServer};
-use mesh_tower::tcp;
-use tokio::io::{AsyncRead, AsyncWrite};
+use mesh_tower::{
+    tcp,
+    telemetry::{ResponseFlags, TcpConnectionMetrics, TcpPeer},
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Ctx;
 
@@ -55,13 +75,21 @@ pub(super) async fn forward<S>(
                 sni.unwrap_or("(none)")
             ),
         };
-        eprintln!(
+        say!(
             "mesh run: gateway {}: {what} takes the connection from {peer}; closed",
             server.port
         );
         return;
     };
     let dest = &destinations.pick(fastrand::u64(..)).destination;
+    let service = dest.host.to_string();
+    let open = |flags| {
+        ctx.telemetry.tcp_connection(TcpPeer {
+            service: Some(&service),
+            principal: None,
+            flags,
+        })
+    };
     let target = match ctx.tcp.pick(
         &snapshot,
         dest,
@@ -71,7 +99,8 @@ pub(super) async fn forward<S>(
     ) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("mesh run: gateway {}: {e}; closed", server.port);
+            drop(open(ResponseFlags::NO_HEALTHY_UPSTREAM));
+            say!("mesh run: gateway {}: {e}; closed", server.port);
             return;
         }
     };
@@ -79,16 +108,72 @@ pub(super) async fn forward<S>(
     let upstream = match target.connect().await {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("mesh run: gateway {}: {e}; closed", server.port);
+            drop(open(ResponseFlags::UPSTREAM_CONNECTION_FAILURE));
+            say!("mesh run: gateway {}: {e}; closed", server.port);
             return;
         }
     };
+    let metrics = open(ResponseFlags::NONE);
+    metrics.received(first.len() as u64);
+    let client = Counted {
+        inner: client,
+        metrics,
+    };
     if let Err(e) = tcp::proxy(client, upstream, first, target.idle_timeout()).await {
         // Resets and idle timeouts end connections; worth a line, not more.
-        eprintln!(
+        say!(
             "mesh run: gateway {}: connection from {peer} to {}: {e}",
             server.port,
             target.endpoint()
         );
+    }
+}
+
+/// The client's side of a proxied connection, counting the bytes read from it (received) and
+/// written to it (sent) into its TCP metrics as they move; the connection counts as closed
+/// when this is dropped.
+#[derive(Debug)]
+struct Counted<S> {
+    inner: S,
+    metrics: TcpConnectionMetrics,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            self.metrics.received(read as u64);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &polled
+            && *n > 0
+        {
+            self.metrics.sent(*n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -18,17 +18,31 @@
 //! match on `server_names`: it lets each server have its own certificate, its own client
 //! verification (MUTUAL next to SIMPLE on one port) or no termination at all (PASSTHROUGH).
 //!
-//! Routes are read from the live config per request and per connection; the servers, ports and
-//! certificates are those of the config at start (a reload does not open or close listeners).
-//! The Gateway's `selector` is not checked: naming the Gateway is the choice.
+//! Routes are read from the live config per request and per connection. The listeners follow
+//! the config too ([`live`]): after each good reload the named Gateways are planned again, new
+//! ports start listening, ports no server uses any more stop accepting and drain (as on
+//! SIGTERM), and ports that stay take the new server set for their next connections. The
+//! certificate files are watched (`--credentials-dir` recursively, the folders of
+//! `serverCertificate`/`privateKey`/`caCertificates` paths): rewritten secrets are read again
+//! and serve the next handshakes, as Istio's gateways follow secret updates over SDS. A
+//! certificate that does not load keeps the port's previous servers and is reported as a
+//! rejected reload is (stderr, `/config_dump`'s `last_reload_error`). The Gateway's `selector`
+//! is not checked: naming the Gateway is the choice.
 //!
 //! Each listener takes at most [`MAX_CONNECTIONS`](accept::MAX_CONNECTIONS) connections at once
 //! (then stops accepting until one ends); on stop it accepts no more, lets connections finish
 //! for 5 s (HTTP ones are asked to close after their requests in flight) and drops the rest.
+//!
+//! TCP and TLS passthrough connections record Istio's TCP metrics
+//! (`istio_tcp_connections_opened_total`, `..._closed_total`, `istio_tcp_sent_bytes_total`,
+//! `istio_tcp_received_bytes_total`, `reporter="source"`, the routed `destination_service`):
+//! see [`l4`].
 
 mod accept;
+mod cert_watch;
 mod client_hello;
 mod l4;
+mod live;
 mod requests;
 mod rewind;
 mod tls;
@@ -39,14 +53,18 @@ mod tests;
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
-    path::Path,
-    sync::{Arc, Mutex},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex, PoisonError},
 };
 
 use hyper::body::Incoming;
 use mesh_core::{CompiledMesh, Labels, gateway::ServerKind, model::GatewayServer};
-use mesh_tower::{MeshHandle, MeshService, MeshStack, tcp::TcpUpstream};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use mesh_tower::{MeshHandle, MeshService, MeshStack, tcp::TcpUpstream, telemetry::TelemetryLayer};
+use tokio::net::TcpListener;
+
+pub(crate) use live::Gateways;
+
+use super::reload::ReloadStatus;
 
 /// What `mesh run` was asked to serve.
 #[derive(Debug)]
@@ -64,13 +82,20 @@ pub(crate) struct Options<'a> {
     /// `--identity-dir`: the gateway's workload certificate, for ISTIO_MUTUAL to mesh
     /// endpoints (HTTP routes; TCP and TLS routes send the client's bytes as they are).
     pub(crate) identity: Option<&'a mesh_tower::tls::IdentitySource>,
+    /// Where a listener that cannot follow the config reports it (`last_reload_error`), and
+    /// what wakes the listeners after a good reload.
+    pub(crate) status: &'a Arc<Mutex<ReloadStatus>>,
 }
 
-/// The gateway listeners, bound, ready to serve.
-#[derive(Debug)]
-pub(crate) struct Gateways {
-    listeners: Vec<(TcpListener, Arc<Site>)>,
-    ctx: Arc<Ctx>,
+/// What the listeners are planned from besides the config, kept to plan them again.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// The Gateways to serve, `namespace/name`, as resolved at start.
+    keys: Vec<String>,
+    /// `--gateway-bind`.
+    bind: IpAddr,
+    /// `--credentials-dir`.
+    credentials_dir: Option<PathBuf>,
 }
 
 /// What one listener serves.
@@ -98,6 +123,8 @@ pub(crate) struct Ctx {
     /// One outbound stack per Gateway (routing as that Gateway).
     stacks: BTreeMap<String, Mutex<MeshService<Incoming>>>,
     tcp: TcpUpstream,
+    /// Istio's TCP metrics for `tcp` and `tls` routes (`reporter="source"`, as a gateway's).
+    telemetry: TelemetryLayer,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -185,24 +212,17 @@ fn family(kind: ServerKind) -> &'static str {
     }
 }
 
-/// Groups the named Gateways' servers into listeners and reads their certificates. Errors
-/// (unknown Gateway, unusable certificate) stop the start; servers that cannot be served are
-/// warnings.
-/// The Gateways to serve (`namespace/name`) and their listeners.
-#[derive(Debug)]
-struct Plan {
-    names: Vec<String>,
-    sites: Vec<(SocketAddr, Site)>,
-}
-
+/// Groups the servers of the Gateways `settings.keys` into listeners and reads their
+/// certificates: one entry per listener address, with what it serves or why it cannot (a
+/// certificate that does not load: the error names the server and the file). Servers that
+/// cannot be served at all go to `warn`. A Gateway the config no longer has plans nothing.
 fn plan(
     mesh: &CompiledMesh,
-    opts: &Options<'_>,
+    settings: &Settings,
     warn: &mut dyn FnMut(String),
-) -> Result<Plan, String> {
-    let names = resolve_names(mesh, opts.names, opts.namespace)?;
+) -> Vec<(SocketAddr, Result<Site, String>)> {
     let mut groups: BTreeMap<SocketAddr, Vec<(GatewayServer, ServerKind)>> = BTreeMap::new();
-    for name in &names {
+    for name in &settings.keys {
         for server in mesh.gateways.iter().filter(|s| &s.gateway == name) {
             let kind = match ServerKind::of(server) {
                 Ok(k) => k,
@@ -212,7 +232,7 @@ fn plan(
                 }
             };
             let ip = match server.bind.as_deref() {
-                None | Some("") => opts.bind,
+                None | Some("") => settings.bind,
                 Some(b) => match b.parse::<IpAddr>() {
                     Ok(ip) => ip,
                     Err(_) => {
@@ -240,64 +260,92 @@ fn plan(
             group.push((server.clone(), kind));
         }
     }
-    let mut sites = Vec::new();
-    for (addr, group) in groups {
-        let first_kind = group[0].1;
-        let site = match first_kind {
-            ServerKind::Tcp => {
-                for (extra, _) in &group[1..] {
-                    warn(format!(
-                        "{}: not served: port {} is TCP and serves its first server only, {}",
-                        describe(extra),
-                        addr.port(),
-                        describe(&group[0].0)
-                    ));
-                }
-                Site::Tcp(Box::new(group[0].0.clone()))
-            }
-            ServerKind::Http { .. } => Site::Http(Arc::new(Servers {
-                kinds: group.iter().map(|(_, k)| *k).collect(),
-                configs: group.iter().map(|_| None).collect(),
-                list: group.into_iter().map(|(s, _)| s).collect(),
-            })),
-            _ => {
-                let mut configs = Vec::new();
-                for (server, kind) in &group {
-                    configs.push(match kind {
-                        ServerKind::Https | ServerKind::TlsTerminated => Some(tls::server_config(
-                            server,
-                            opts.credentials_dir,
-                            *kind == ServerKind::Https,
-                        )?),
-                        _ => None,
-                    });
-                }
-                Site::Tls(Arc::new(Servers {
-                    kinds: group.iter().map(|(_, k)| *k).collect(),
-                    configs,
-                    list: group.into_iter().map(|(s, _)| s).collect(),
-                }))
-            }
-        };
-        sites.push((addr, site));
-    }
-    Ok(Plan { names, sites })
+    groups
+        .into_iter()
+        .map(|(addr, group)| {
+            let site = site(addr, group, settings.credentials_dir.as_deref(), warn);
+            (addr, site)
+        })
+        .collect()
 }
 
-/// Plans, reads certificates and binds every gateway listener. The error says what to fix.
+/// What the listener on `addr` serves for its `group` of servers (one family, not empty).
+fn site(
+    addr: SocketAddr,
+    group: Vec<(GatewayServer, ServerKind)>,
+    credentials_dir: Option<&Path>,
+    warn: &mut dyn FnMut(String),
+) -> Result<Site, String> {
+    Ok(match group[0].1 {
+        ServerKind::Tcp => {
+            for (extra, _) in &group[1..] {
+                warn(format!(
+                    "{}: not served: port {} is TCP and serves its first server only, {}",
+                    describe(extra),
+                    addr.port(),
+                    describe(&group[0].0)
+                ));
+            }
+            Site::Tcp(Box::new(group[0].0.clone()))
+        }
+        ServerKind::Http { .. } => Site::Http(Arc::new(Servers {
+            kinds: group.iter().map(|(_, k)| *k).collect(),
+            configs: group.iter().map(|_| None).collect(),
+            list: group.into_iter().map(|(s, _)| s).collect(),
+        })),
+        _ => {
+            let mut configs = Vec::new();
+            for (server, kind) in &group {
+                configs.push(match kind {
+                    ServerKind::Https | ServerKind::TlsTerminated => Some(tls::server_config(
+                        server,
+                        credentials_dir,
+                        *kind == ServerKind::Https,
+                    )?),
+                    _ => None,
+                });
+            }
+            Site::Tls(Arc::new(Servers {
+                kinds: group.iter().map(|(_, k)| *k).collect(),
+                configs,
+                list: group.into_iter().map(|(s, _)| s).collect(),
+            }))
+        }
+    })
+}
+
+/// Plans, reads certificates and binds every gateway listener, and starts watching the
+/// certificate files. The error says what to fix.
 pub(crate) async fn start(handle: &MeshHandle, opts: &Options<'_>) -> Result<Gateways, String> {
+    // Subscribed before the snapshot is taken, and watching before the files are read: a
+    // reload or a rotation from here on is seen.
+    let reloads = opts
+        .status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .subscribe();
     let snapshot = handle.snapshot();
-    let Plan { names, sites } = plan(&snapshot, opts, &mut |w| {
-        eprintln!("mesh run: warning: {w}")
-    })?;
-    let mut listeners = Vec::new();
-    for (addr, site) in sites {
+    let settings = Settings {
+        keys: resolve_names(&snapshot, opts.names, opts.namespace)?,
+        bind: opts.bind,
+        credentials_dir: opts.credentials_dir.map(Path::to_path_buf),
+    };
+    let mut certs = cert_watch::CertWatch::new();
+    certs.follow(cert_watch::folders(&snapshot, &settings));
+    let mut warnings = Vec::new();
+    let mut bound = Vec::new();
+    for (addr, site) in plan(&snapshot, &settings, &mut |w| warnings.push(w)) {
+        let site = site?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot bind the gateway listener on {addr}: {e}"))?;
-        listeners.push((listener, Arc::new(site)));
+        bound.push((addr, listener, site));
     }
-    let stacks = names
+    for w in &warnings {
+        say!("mesh run: warning: {w}");
+    }
+    let stacks = settings
+        .keys
         .iter()
         .map(|name| {
             let mut stack = MeshStack::outbound(handle)
@@ -311,43 +359,23 @@ pub(crate) async fn start(handle: &MeshHandle, opts: &Options<'_>) -> Result<Gat
             (name.clone(), Mutex::new(svc))
         })
         .collect();
-    Ok(Gateways {
-        listeners,
-        ctx: Arc::new(Ctx {
-            handle: handle.clone(),
-            namespace: opts.namespace.to_owned(),
-            labels: opts.labels.iter().cloned().collect(),
-            stacks,
-            tcp: TcpUpstream::new(),
-        }),
-    })
-}
-
-impl Gateways {
-    /// `gateway PORT -> ADDR` for the ready line, one per listener.
-    pub(crate) fn ready_lines(&self) -> Vec<String> {
-        self.listeners
-            .iter()
-            .map(|(l, site)| {
-                let port = match &**site {
-                    Site::Http(s) | Site::Tls(s) => s.list[0].port,
-                    Site::Tcp(s) => s.port,
-                };
-                let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
-                format!("gateway {port} -> {addr}")
-            })
-            .collect()
-    }
-
-    /// Serves every listener on `tasks` until `stop`.
-    pub(crate) fn spawn(self, tasks: &mut JoinSet<()>, stop: &watch::Receiver<bool>) {
-        for (listener, site) in self.listeners {
-            tasks.spawn(accept::serve(
-                listener,
-                site,
-                self.ctx.clone(),
-                stop.clone(),
-            ));
-        }
-    }
+    let ctx = Arc::new(Ctx {
+        handle: handle.clone(),
+        namespace: opts.namespace.to_owned(),
+        labels: opts.labels.iter().cloned().collect(),
+        stacks,
+        tcp: TcpUpstream::new(),
+        telemetry: TelemetryLayer::outbound(handle)
+            .namespace(opts.namespace)
+            .workload_labels(opts.labels.iter().cloned()),
+    });
+    Ok(Gateways::new(live::Start {
+        ctx,
+        settings,
+        status: opts.status.clone(),
+        reloads,
+        certs,
+        bound,
+        warnings,
+    }))
 }

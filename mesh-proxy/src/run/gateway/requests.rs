@@ -6,14 +6,10 @@
 //! client sent it. On TLS connections an origin-form HTTP/1.1 request gets the `https` scheme,
 //! so VirtualService `scheme` matches and redirects see what HTTP/2 clients send.
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc};
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
 use hyper::body::Incoming;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::conn::auto,
-};
 use mesh_core::{gateway, host::split_authority};
 use mesh_tower::{
     MeshError,
@@ -41,28 +37,19 @@ pub(super) struct Scope {
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN) on `io` until it closes, or until `stop`,
-/// when it finishes the requests under way and closes.
-pub(super) async fn serve<I>(io: I, scope: Scope, ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>)
+/// when it finishes the requests under way and closes. The limits, idle timeout and upgrades
+/// (WebSocket) are those of every listener: see [`connection`](crate::run::connection).
+pub(super) async fn serve<I>(io: I, scope: Scope, ctx: Arc<Ctx>, stop: watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let scope = Arc::new(scope);
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let answer = move |req: Request<Incoming>| {
         let (scope, ctx) = (scope.clone(), ctx.clone());
-        async move { Ok::<_, Infallible>(handle(req, &scope, &ctx).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // With a timer, hyper closes HTTP/1.1 connections that send no request head within 30 s.
-    builder.http1().timer(TokioTimer::new());
-    builder.http2().timer(TokioTimer::new());
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        () = super::accept::stopped(&mut stop) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+        async move { handle(req, &scope, &ctx).await }
+    };
+    // The accept loop holds the connection's slot; an upgraded connection's tunnel does not.
+    crate::run::connection::serve(io, answer, None, stop).await;
 }
 
 /// The response to one request.

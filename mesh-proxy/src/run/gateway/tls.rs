@@ -1,6 +1,7 @@
 //! TLS termination for gateway servers with `tls.mode` SIMPLE, MUTUAL or OPTIONAL_MUTUAL: the
 //! server's certificate and key, and for mutual TLS the CA that client certificates must chain
-//! to, read once at start into a rustls `ServerConfig` (ring provider).
+//! to, read into a rustls `ServerConfig` (ring provider) at start, and again at each reload and
+//! whenever the files change (see the `cert_watch` module).
 //!
 //! Where the files are, as Istio's
 //! [`ServerTLSSettings`](https://istio.io/latest/docs/reference/config/networking/gateway/#ServerTLSSettings)
@@ -15,8 +16,6 @@
 //! or email SAN, compared exactly, as Envoy's `match_subject_alt_names` does with Istio's exact
 //! matchers), checked during the handshake. `minProtocolVersion`/`maxProtocolVersion` choose
 //! among TLS 1.2 and 1.3 (rustls has nothing older; Istio's gateway default is 1.2 to 1.3).
-//!
-//! Certificates are not reloaded: a renewed secret needs a restart (for now).
 
 use std::{
     path::{Path, PathBuf},
