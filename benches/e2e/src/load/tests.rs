@@ -1,0 +1,127 @@
+use super::*;
+
+/// wrk 4.1.0's report (Debian), as printed against the upstream.
+const WRK: &str = "Running 1s test @ http://127.0.0.1:46559/
+  1 threads and 4 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   331.38us    1.25ms  12.00ms   94.55%
+    Req/Sec    50.59k    10.09k   62.19k    81.82%
+  Latency Distribution
+     50%   54.00us
+     75%   65.00us
+     90%   96.00us
+     99%    7.86ms
+  55210 requests in 1.10s, 58.02MB read
+Requests/sec:  50190.64
+Transfer/sec:     52.75MB
+";
+
+#[test]
+fn wrk_report_gives_throughput_and_percentiles() {
+    let o = parse_wrk(WRK).unwrap();
+    assert_eq!(o.requests, 55210);
+    assert!((o.rps - 50190.64).abs() < 1e-6);
+    assert!((o.p50.unwrap() - 0.054).abs() < 1e-9);
+    assert!((o.p90.unwrap() - 0.096).abs() < 1e-9);
+    assert!((o.p99.unwrap() - 7.86).abs() < 1e-9);
+    assert_eq!(o.p999, None, "wrk has no p99.9");
+    assert_eq!(o.errors, 0);
+}
+
+#[test]
+fn wrk_errors_and_non_2xx_are_counted() {
+    let out = format!(
+        "{WRK}  Socket errors: connect 2, read 3, write 0, timeout 1\n  Non-2xx or 3xx responses: 7\n"
+    );
+    assert_eq!(parse_wrk(&out).unwrap().errors, 13);
+}
+
+#[test]
+fn wrk_without_requests_is_an_error() {
+    let err = parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n").unwrap_err();
+    assert!(err.contains("no requests"), "{err}");
+}
+
+const H2LOAD: &str = "finished in 1.00s, 34048.00 req/s, 34.09MB/s
+requests: 34048 total, 34056 started, 34048 done, 34048 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 34048 2xx, 0 3xx, 0 4xx, 0 5xx
+traffic: 34.09MB (35750606) total, 266.09KB (272480) headers (space savings 86.88%), 33.25MB (34865152) data
+";
+
+#[test]
+fn h2load_report_gives_throughput_and_failures() {
+    let o = parse_h2load(H2LOAD).unwrap();
+    assert_eq!(o.requests, 34048);
+    assert!((o.rps - 34048.0).abs() < 1e-6);
+    assert_eq!(o.errors, 0);
+    let bad = H2LOAD
+        .replace("0 failed, 0 errored", "2 failed, 1 errored")
+        .replace("0 5xx", "5 5xx");
+    assert_eq!(parse_h2load(&bad).unwrap().errors, 8);
+}
+
+#[test]
+fn h2load_with_nothing_succeeded_is_an_error() {
+    let out = H2LOAD.replace("34048 succeeded", "0 succeeded");
+    assert!(parse_h2load(&out).is_err());
+}
+
+#[test]
+fn oha_json_gives_percentiles_in_ms_and_errors() {
+    let out = r#"{
+      "summary": {"successRate": 1.0, "total": 5.0, "requestsPerSec": 999.8},
+      "latencyPercentiles": {"p10": 0.0001, "p50": 0.0002, "p90": 0.0004, "p99": 0.001,
+                             "p99.9": 0.0025, "p99.99": 0.003},
+      "statusCodeDistribution": {"200": 4990, "503": 3},
+      "errorDistribution": {"connection closed": 2, "aborted due to deadline": 4}
+    }"#;
+    let o = parse_oha(out).unwrap();
+    assert_eq!(o.requests, 4990);
+    assert_eq!(o.errors, 5);
+    assert!((o.rps - 999.8).abs() < 1e-9);
+    assert!((o.p50.unwrap() - 0.2).abs() < 1e-9);
+    assert!((o.p99.unwrap() - 1.0).abs() < 1e-9);
+    assert!((o.p999.unwrap() - 2.5).abs() < 1e-9);
+}
+
+#[test]
+fn oha_output_that_is_not_json_is_an_error() {
+    assert!(parse_oha("error: connection refused").is_err());
+}
+
+#[test]
+fn wrk_durations_in_every_unit() {
+    assert_eq!(duration_ms("812.00us"), Some(0.812));
+    assert_eq!(duration_ms("1.50ms"), Some(1.5));
+    assert_eq!(duration_ms("2.00s"), Some(2000.0));
+    assert_eq!(duration_ms("1.00m"), Some(60000.0));
+    assert_eq!(duration_ms("n/a"), None);
+}
+
+#[test]
+fn test_ids_name_rate_and_connections() {
+    assert_eq!(
+        Test::Fixed {
+            rps: 1000,
+            conns: 4
+        }
+        .id(),
+        "fixed-1000rps-c4"
+    );
+    assert_eq!(
+        Test::Max {
+            conns: 16,
+            streams: 1
+        }
+        .id(),
+        "max-c16"
+    );
+    assert_eq!(
+        Test::Max {
+            conns: 4,
+            streams: 16
+        }
+        .id(),
+        "max-c4-m16"
+    );
+}
