@@ -16,7 +16,7 @@ pub mod ca;
 mod files;
 mod identity;
 mod issuer;
-mod verify;
+pub(crate) mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -95,8 +95,48 @@ pub(super) fn spiffe_id_and_validity(
     ))
 }
 
-fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
+/// A certificate refused for `e`: rustls' error carrying our reason.
+pub(crate) fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+}
+
+/// The handshake-signature half of a `ServerCertVerifier`, the same for every server verifier
+/// mesh has (they differ only in how they judge the certificate): the provider's algorithms.
+#[derive(Debug, Clone)]
+pub(crate) struct HandshakeSignatures(pub(crate) Arc<CryptoProvider>);
+
+impl HandshakeSignatures {
+    pub(crate) fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    pub(crate) fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    pub(crate) fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// A client's verifier of mesh servers: the chain must lead to the workload's current roots,
@@ -105,7 +145,7 @@ fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
 pub struct SpiffeServerVerifier {
     source: IdentitySource,
     expected: ExpectedPeer,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl SpiffeServerVerifier {
@@ -113,7 +153,7 @@ impl SpiffeServerVerifier {
         SpiffeServerVerifier {
             source,
             expected,
-            provider: provider(),
+            signatures: HandshakeSignatures(provider()),
         }
     }
 }
@@ -142,7 +182,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             &loaded.roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            self.signatures.0.signature_verification_algorithms.all,
         )?;
         let presented = peer_identity(end_entity).map_err(invalid)?;
         if !self.expected.accepts(&presented) {
@@ -163,12 +203,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -177,18 +212,11 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 

@@ -4,21 +4,22 @@
 use std::{fmt, sync::Arc};
 
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore,
-    SignatureScheme,
+    ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
     client::{
         WebPkiServerVerifier,
         danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
         verify_server_cert_signed_by_trust_anchor,
     },
-    crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature},
     server::ParsedCertificate,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::{OriginationError, OriginationMode, TlsKey};
-use crate::tls::{self, ExpectedPeer, IdentitySource, provider};
+use crate::tls::{
+    self, ExpectedPeer, IdentitySource, provider,
+    verify::{HandshakeSignatures, invalid},
+};
 
 /// The client config for `key`; ISTIO_MUTUAL uses `identity` (rotations apply at the next
 /// handshake).
@@ -48,7 +49,7 @@ pub(crate) fn client_config(
         return Ok(tls::client_config(source, expected, alpn));
     }
     let verifier: Arc<dyn ServerCertVerifier> = if key.insecure_skip_verify {
-        Arc::new(SkipVerification(provider()))
+        Arc::new(SkipVerification(HandshakeSignatures(provider())))
     } else {
         let roots = Arc::new(trust_roots(key.ca_certificates.as_deref())?);
         if key.subject_alt_names.is_empty() {
@@ -62,7 +63,7 @@ pub(crate) fn client_config(
             Arc::new(SanVerifier {
                 roots,
                 names: key.subject_alt_names.clone(),
-                provider: provider(),
+                signatures: HandshakeSignatures(provider()),
             })
         }
     };
@@ -160,7 +161,7 @@ pub struct SanMismatch {
 struct SanVerifier {
     roots: Arc<RootCertStore>,
     names: Vec<String>,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl fmt::Debug for SanVerifier {
@@ -207,10 +208,6 @@ pub(crate) fn san_matches(presented: &str, wanted: &str) -> bool {
     }
 }
 
-fn invalid(e: impl std::error::Error + Send + Sync + 'static) -> rustls::Error {
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
-}
-
 impl ServerCertVerifier for SanVerifier {
     fn verify_server_cert(
         &self,
@@ -226,7 +223,7 @@ impl ServerCertVerifier for SanVerifier {
             &self.roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            self.signatures.0.signature_verification_algorithms.all,
         )?;
         let presented = dns_and_uri_sans(end_entity);
         if self
@@ -249,12 +246,7 @@ impl ServerCertVerifier for SanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -263,25 +255,18 @@ impl ServerCertVerifier for SanVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
 /// `insecureSkipVerify: true`: any certificate is accepted (neither chain nor names are
 /// checked); the handshake signature still proves the server holds the certificate's key.
 #[derive(Debug)]
-struct SkipVerification(Arc<CryptoProvider>);
+struct SkipVerification(HandshakeSignatures);
 
 impl ServerCertVerifier for SkipVerification {
     fn verify_server_cert(
@@ -301,12 +286,7 @@ impl ServerCertVerifier for SkipVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -315,15 +295,10 @@ impl ServerCertVerifier for SkipVerification {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        self.0.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.0.schemes()
     }
 }
