@@ -376,3 +376,189 @@ spec:
     let traced = spans.lock().unwrap().len();
     assert_eq!(traced, 4, "the unsampled request made no span");
 }
+
+/// A TCP echo server.
+async fn echo_tcp() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = stream.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_traces_and_logs_its_http_requests_and_tcp_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (otlp, spans) = collector().await;
+    let app = echo_app().await;
+    let echo = echo_tcp().await;
+    // Not `temp_dir()`: the other test of this file empties that one.
+    let dir =
+        std::env::temp_dir().join(format!("mesh-tracing-gateway-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("config")).unwrap();
+    let (http_port, tcp_port, admin) = (free_port().port(), free_port().port(), free_port());
+    std::fs::write(
+        dir.join("config/edge.yaml"),
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: productpage}}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {app}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo}}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 7000, name: tcp, protocol: TCP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {echo}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: edge}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {http_port}, name: http, protocol: HTTP}}
+    hosts: [bookinfo.example.com]
+  - port: {{number: {tcp_port}, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bookinfo}}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [edge]
+  http:
+  - name: to-productpage
+    route: [{{destination: {{host: productpage, port: {{number: 9080}}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo}}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  tcp:
+  - route: [{{destination: {{host: echo, port: {{number: 7000}}}}}}]
+"#,
+            app = app.port(),
+            echo = echo.port(),
+        ),
+    )
+    .unwrap();
+    let log = dir.join("gateway.log");
+    let _gateway = start(
+        &dir.join("config"),
+        &[
+            "--gateway".into(),
+            "edge".into(),
+            "--gateway-bind".into(),
+            "127.0.0.1".into(),
+            "--admin".into(),
+            admin.to_string(),
+            "--workload-labels".into(),
+            "app=istio-ingressgateway".into(),
+            "--tracing-endpoint".into(),
+            format!("http://{otlp}/v1/traces"),
+            "--tracing-sampling".into(),
+            "0".into(),
+            "--access-log".into(),
+            log.display().to_string(),
+        ],
+    );
+    wait_ready(admin).await;
+
+    // A sampled request through the HTTP server.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller = "b7ad6b7169203331";
+    let (status, seen) = get(
+        &format!("http://127.0.0.1:{http_port}/productpage"),
+        &[
+            ("host", "bookinfo.example.com"),
+            ("traceparent", &format!("00-{trace}-{caller}-01")),
+            ("x-request-id", "through-the-gateway"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, StatusCode::OK);
+
+    // A TCP connection through the TCP server: 4 bytes each way, then closed.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", tcp_port))
+        .await
+        .unwrap();
+    tcp.write_all(b"ping").await.unwrap();
+    let mut pong = [0u8; 4];
+    tcp.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"ping");
+    drop(tcp);
+
+    // One CLIENT span, Istio's gateway's only span, the caller's child and the app's parent.
+    let span = eventually("the gateway's span", || {
+        spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, s)| hex(&s.trace_id) == trace)
+            .cloned()
+    })
+    .await;
+    let (service, span) = span;
+    assert_eq!(service, "istio-ingressgateway.default");
+    assert_eq!(span.kind, SpanKind::Client as i32);
+    assert_eq!(hex(&span.parent_span_id), caller);
+    assert_eq!(span.name, "productpage.default.svc.cluster.local:9080/*");
+    assert_eq!(
+        attr(&span, "upstream_cluster"),
+        "outbound|9080||productpage.default.svc.cluster.local"
+    );
+    assert_eq!(attr(&span, "guid:x-request-id"), "through-the-gateway");
+    assert_eq!(
+        seen["x-echo-traceparent"].to_str().unwrap(),
+        format!("00-{trace}-{}-01", hex(&span.span_id)),
+        "the app sees the gateway's span as its parent"
+    );
+
+    // Two access log lines: the request's, then the connection's when it closed.
+    let lines = eventually("the gateway's log", || lines(&log, 2)).await;
+    let http = lines.iter().find(|l| l.contains("/productpage")).unwrap();
+    assert!(
+        http.contains("\"GET /productpage HTTP/1.1\" 200 - via_upstream "),
+        "{http}"
+    );
+    assert!(
+        http.contains(&format!(
+            "\"through-the-gateway\" \"bookinfo.example.com\" \"127.0.0.1:{}\" \
+             outbound|9080||productpage.default.svc.cluster.local ",
+            app.port()
+        )),
+        "{http}"
+    );
+    assert!(http.ends_with(" to-productpage"), "{http}");
+    let tcp = lines.iter().find(|l| l.contains("\"- - -\"")).unwrap();
+    assert!(tcp.contains("\"- - -\" 0 - - - \"-\" 4 4 "), "{tcp}");
+    assert!(
+        tcp.contains(&format!(
+            "\"127.0.0.1:{}\" outbound|7000||echo.default.svc.cluster.local - 127.0.0.1:{tcp_port} 127.0.0.1:",
+            echo.port()
+        )),
+        "{tcp}"
+    );
+}

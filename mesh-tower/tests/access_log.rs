@@ -103,8 +103,9 @@ async fn both_sides_log_each_request_in_envoys_formats() {
         )
     );
     let failed = &client[1];
+    // Refused three times (Istio's default retries): Envoy's well-known `UF,URX`.
     assert!(
-        failed.contains("\"GET /details/0 HTTP/1.1\" 503 UF upstream_reset_before_response_started{connection_failure} "),
+        failed.contains("\"GET /details/0 HTTP/1.1\" 503 UF,URX upstream_reset_before_response_started{connection_failure} "),
         "{failed}"
     );
     assert!(

@@ -284,6 +284,7 @@ async fn serve(args: Args, state: Arc<State>) -> ExitCode {
             labels: &labels,
             identity: identity.as_ref(),
             status: &state.reload,
+            observability: &obs,
         };
         match gateway::start(&state.handle, &opts).await {
             Ok(g) => Some(g),

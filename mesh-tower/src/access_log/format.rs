@@ -12,7 +12,8 @@
 //! %REQUESTED_SERVER_NAME% %ROUTE_NAME%
 //! ```
 //!
-//! (one line), `-` for what is unknown. JSON has Istio's keys (`EnvoyJSONLogFormatIstio`),
+//! (one line), `-` for what is unknown. A TCP connection's line has the same fields, `-`
+//! for the request's (`"- - -" 0`), as Envoy's TCP proxy writes it. JSON has Istio's keys (`EnvoyJSONLogFormatIstio`),
 //! numbers for the code, bytes and duration, and `null` for what is unknown. Neither knows
 //! the upstream connection's local address, the transport failure reason or the connection
 //! termination details, nor Envoy's `x-envoy-upstream-service-time`: they are always unknown.
@@ -21,7 +22,7 @@ use std::{fmt::Write as _, net::SocketAddr};
 
 use http::{HeaderValue, Version};
 
-use super::Record;
+use super::{Record, TcpRecord};
 
 /// `2020-11-25T21:26:18.409Z`: UTC, milliseconds, as Envoy's `%START_TIME%`.
 pub(super) fn start_time(t: std::time::SystemTime) -> String {
@@ -67,9 +68,10 @@ fn addr(a: Option<SocketAddr>) -> Option<String> {
 /// The values of a line, in the text format's order; `None` is unknown.
 struct Fields {
     start_time: String,
-    method: String,
-    path: String,
-    protocol: &'static str,
+    /// The three are unknown for a TCP connection.
+    method: Option<String>,
+    path: Option<String>,
+    protocol: Option<&'static str>,
     code: u16,
     flags: String,
     details: &'static str,
@@ -93,9 +95,9 @@ impl Fields {
         let req = r.request;
         Fields {
             start_time: start_time(req.start),
-            method: req.method.as_str().to_owned(),
-            path: clean(&req.path),
-            protocol: protocol(req.version),
+            method: Some(req.method.as_str().to_owned()),
+            path: Some(clean(&req.path)),
+            protocol: Some(protocol(req.version)),
             code: r.code,
             flags: r.flags.to_string(),
             details: r.details,
@@ -114,18 +116,53 @@ impl Fields {
             route_name: r.route_name.map(clean),
         }
     }
+
+    /// A TCP connection's: Envoy's TCP proxy logs it in the same format, `-` (JSON `null`)
+    /// for what only HTTP has, and code `0`.
+    fn of_tcp(r: &TcpRecord<'_>) -> Self {
+        Fields {
+            start_time: start_time(r.start),
+            method: None,
+            path: None,
+            protocol: None,
+            code: 0,
+            flags: r.flags.to_string(),
+            details: "-",
+            bytes_received: r.bytes_received,
+            bytes_sent: r.bytes_sent,
+            duration: r.duration_ms,
+            forwarded_for: None,
+            user_agent: None,
+            request_id: None,
+            authority: None,
+            upstream_host: r.upstream_host.map(clean),
+            upstream_cluster: r.upstream_cluster.map(clean),
+            downstream_local: addr(r.downstream_local),
+            downstream_remote: addr(r.downstream_remote),
+            server_name: r.server_name.map(clean),
+            route_name: None,
+        }
+    }
 }
 
 /// Envoy's default text line (with its newline).
 pub(super) fn text(r: &Record<'_>) -> String {
-    let f = Fields::of(r);
+    render_text(&Fields::of(r))
+}
+
+/// A TCP connection's text line.
+pub(super) fn tcp_text(r: &TcpRecord<'_>) -> String {
+    render_text(&Fields::of_tcp(r))
+}
+
+fn render_text(f: &Fields) -> String {
     let d = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     format!(
         "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} - \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}\n",
         f.start_time,
-        f.method,
-        f.path,
-        f.protocol,
+        d(&f.method),
+        d(&f.path),
+        f.protocol.unwrap_or("-"),
         f.code,
         f.flags,
         f.details,
@@ -158,14 +195,22 @@ fn opt(v: &Option<String>) -> Json<'_> {
 
 /// A JSON object with Istio's keys, in Istio's order (with its newline).
 pub(super) fn json(r: &Record<'_>) -> String {
-    let f = Fields::of(r);
+    render_json(&Fields::of(r))
+}
+
+/// A TCP connection's JSON line.
+pub(super) fn tcp_json(r: &TcpRecord<'_>) -> String {
+    render_json(&Fields::of_tcp(r))
+}
+
+fn render_json(f: &Fields) -> String {
     let flags = f.flags.as_str();
     let fields = [
         ("start_time", Json::Str(&f.start_time)),
         ("route_name", opt(&f.route_name)),
-        ("method", Json::Str(&f.method)),
-        ("path", Json::Str(&f.path)),
-        ("protocol", Json::Str(f.protocol)),
+        ("method", opt(&f.method)),
+        ("path", opt(&f.path)),
+        ("protocol", f.protocol.map_or(Json::Null, Json::Str)),
         ("response_code", Json::Num(f.code.into())),
         ("response_flags", Json::Str(flags)),
         ("response_code_details", Json::Str(f.details)),

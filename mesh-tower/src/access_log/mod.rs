@@ -9,6 +9,10 @@
 //! ([`MeshStack::access_log`](crate::MeshStack::access_log)) or to
 //! [`TelemetryLayer::access_log`](crate::telemetry::TelemetryLayer::access_log).
 //!
+//! A TCP proxy gets a line per connection, when it closes, through the telemetry layer's
+//! [`tcp_connection`](crate::telemetry::TelemetryLayer::tcp_connection) (Envoy's TCP proxy
+//! logs in the same format, `-` for the HTTP fields).
+//!
 //! Lines are written by a thread of their own through a buffer: a request hands its line over
 //! a bounded channel ([`QUEUE_LINES`]) and never waits for the disk. When the channel is full
 //! the line is dropped and counted ([`AccessLog::dropped`], and the
@@ -161,6 +165,31 @@ impl AccessLog {
         };
         self.inner.writer.send(line);
     }
+
+    pub(crate) fn log_tcp(&self, record: &TcpRecord<'_>) {
+        let line = match self.inner.format {
+            LogFormat::Text => format::tcp_text(record),
+            LogFormat::Json => format::tcp_json(record),
+        };
+        self.inner.writer.send(line);
+    }
+}
+
+/// A proxied TCP connection, when it ends: its line has the request's fields unknown.
+#[derive(Debug)]
+pub(crate) struct TcpRecord<'a> {
+    pub start: SystemTime,
+    pub flags: ResponseFlags,
+    /// From the client.
+    pub bytes_received: u64,
+    /// To the client.
+    pub bytes_sent: u64,
+    pub duration_ms: u64,
+    pub upstream_host: Option<&'a str>,
+    pub upstream_cluster: Option<&'a str>,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: Option<SocketAddr>,
+    pub server_name: Option<&'a str>,
 }
 
 /// What a line needs from the request, taken when it starts.

@@ -159,6 +159,48 @@ fn json_lines_have_istios_keys_in_order_with_numbers_and_nulls() {
     assert_eq!(v["downstream_remote_address"], "10.44.1.23:46520");
 }
 
+fn tcp_record() -> TcpRecord<'static> {
+    TcpRecord {
+        start: SystemTime::UNIX_EPOCH + Duration::from_millis(1_606_339_578_409),
+        flags: ResponseFlags::NONE,
+        bytes_received: 12,
+        bytes_sent: 34,
+        duration_ms: 56,
+        upstream_host: Some("10.44.1.27:9000"),
+        upstream_cluster: Some("outbound|9000||tcp-echo.foo.svc.cluster.local"),
+        downstream_local: Some("10.0.45.184:31400".parse().unwrap()),
+        downstream_remote: Some("10.44.1.23:46520".parse().unwrap()),
+        server_name: None,
+    }
+}
+
+#[test]
+fn tcp_lines_are_envoys_tcp_proxy_lines() {
+    // Envoy's TCP proxy in Istio's format: no request, code 0, details `-`.
+    assert_eq!(
+        format::tcp_text(&tcp_record()),
+        "[2020-11-25T21:26:18.409Z] \"- - -\" 0 - - - \"-\" 12 34 56 - \"-\" \"-\" \"-\" \"-\" \
+         \"10.44.1.27:9000\" outbound|9000||tcp-echo.foo.svc.cluster.local - \
+         10.0.45.184:31400 10.44.1.23:46520 - -\n"
+    );
+    let failed = TcpRecord {
+        flags: ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+        server_name: Some("tcp.example.com"),
+        ..tcp_record()
+    };
+    let v: serde_json::Value = serde_json::from_str(&format::tcp_json(&failed)).unwrap();
+    assert_eq!(v["method"], serde_json::Value::Null);
+    assert_eq!(v["path"], serde_json::Value::Null);
+    assert_eq!(v["protocol"], serde_json::Value::Null);
+    assert_eq!(v["response_code"], 0);
+    assert_eq!(v["response_flags"], "UF");
+    assert_eq!(v["bytes_received"], 12);
+    assert_eq!(v["bytes_sent"], 34);
+    assert_eq!(v["upstream_host"], "10.44.1.27:9000");
+    assert_eq!(v["requested_server_name"], "tcp.example.com");
+    assert_eq!(v["route_name"], serde_json::Value::Null);
+}
+
 #[test]
 fn response_code_details_name_envoys_reasons() {
     for (code, details) in [

@@ -178,6 +178,7 @@ impl<C: UpstreamConnector> HttpClients<C> {
                     }
                 })?;
                 Originate::tls(self.connector.clone(), config, server_name)
+                    .presenting(origination::local_certificate(key, self.identity.as_ref()))
             }
         };
         if clients.len() >= MAX_CLIENTS {

@@ -67,7 +67,7 @@ pub use connect::{
 pub(crate) use origination::transport_failure_reason;
 pub use origination::{
     Originate, OriginationError, OriginationMode, TlsHandshakeError, TlsKey, Transport,
-    UpstreamStream,
+    UpstreamStream, UpstreamTls,
 };
 
 use crate::{

@@ -19,6 +19,9 @@
 //! request is mapped to a gRPC status by [`MeshError::to_response`], as Envoy maps local
 //! replies.
 //!
+//! Envoy's response flags follow: a delayed request is flagged `DI` (in Istio's metrics, the
+//! access log and the span), an aborted one `FI`, both `DI,FI`.
+//!
 //! A request whose [`RouteCtx`] has no route (Istio's default route, a mirror copy) or whose
 //! route has no `fault` passes through untouched.
 //!
@@ -52,6 +55,7 @@ use crate::{
     body::{BoxError, MeshBody},
     error::MeshError,
     route::RouteCtx,
+    telemetry::ResponseFlags,
 };
 
 /// What the fault policy injects into one request.
@@ -172,6 +176,12 @@ where
         tracing::debug!(?injection, "fault injected");
         let state = match injection.delay {
             Some(delay) => {
+                // Envoy flags `DI` when the delay starts (a client gone mid-delay is `DI,DC`);
+                // an abort after it adds `FI` from the reply.
+                crate::telemetry::mark_response_flags(
+                    req.extensions(),
+                    ResponseFlags::DELAY_INJECTED,
+                );
                 // The readied service goes with the request; a clone takes its place here
                 // (tower's pattern for calling later than `call`).
                 let clone = self.inner.clone();

@@ -150,6 +150,41 @@ async fn an_abort_comes_after_the_delay() {
     assert!(matches!(handle.poll_request(), Poll::Ready(None)));
 }
 
+/// `req` with a [`RequestTelemetry`](crate::telemetry::RequestTelemetry) whose flags the test
+/// reads afterwards.
+fn followed(mut req: Request<MeshBody>) -> (Request<MeshBody>, crate::telemetry::RequestTelemetry) {
+    let t = crate::telemetry::RequestTelemetry::detached();
+    req.extensions_mut().insert(t.clone());
+    (req, t)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_delayed_request_is_flagged_di_and_others_are_not() {
+    let (svc, mut handle) = stack(&vs("{delay: {fixedDelay: 1s, percentage: {value: 100}}}"));
+    let (req, delayed) = followed(ratings());
+    let call = tokio::spawn(svc.oneshot(req));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(ok());
+    assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    assert_eq!(delayed.flags().to_string(), "DI");
+
+    let (svc, mut handle) = stack(&vs("{delay: {fixedDelay: 1s, percentage: {value: 0}}}"));
+    let (req, not_delayed) = followed(ratings());
+    let call = tokio::spawn(svc.oneshot(req));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_response(ok());
+    assert_eq!(call.await.unwrap().unwrap().status(), 200);
+    assert_eq!(not_delayed.flags().to_string(), "-");
+
+    // An abort after the delay: `DI` here, `FI` from the reply (the telemetry layer reads it).
+    let (svc, _handle) = stack(&vs(
+        "{delay: {fixedDelay: 1s, percentage: {value: 100}}, abort: {httpStatus: 503, percentage: {value: 100}}}",
+    ));
+    let (req, aborted) = followed(ratings());
+    svc.oneshot(req).await.unwrap_err();
+    assert_eq!(aborted.flags().to_string(), "DI");
+}
+
 #[tokio::test(start_paused = true)]
 async fn requests_without_a_route_or_fault_pass() {
     // No VirtualService for this host: Istio's default route, no route in the context.

@@ -84,6 +84,11 @@
 //!   sending ("If we responded before the request was complete we don't bother doing a
 //!   retry"); mesh does, by replaying what was read and streaming the rest (see [`replay`]),
 //!   which is what Envoy would do with a complete body and changes nothing the upstream sees.
+//! - *Response flags.* Envoy's router flags `URX` ("the upstream retry limit (HTTP) ... was
+//!   reached") when an outcome its policy retries comes with no retry left, whatever the
+//!   outcome (a retriable status, a reset, a per-try timeout: `UT,URX`), and `UO` when its
+//!   retries resource (the budget, `maxRetries`) refuses a retry. Both are set here, for
+//!   Istio's metrics, the access log and the span.
 //! - *Not applied.* `retryRemoteLocalities` (the config warns), Envoy's `x-envoy-retry-on`
 //!   request headers (Istio's sidecars ignore them from applications), and
 //!   `x-envoy-attempt-count` (Istio does not turn it on by default).
@@ -116,6 +121,7 @@ use crate::{
     endpoint::{AttemptDeadline, RetryAttempt, RetryOverflow, TriedEndpoints},
     error::MeshError,
     route::{RouteCtx, Target},
+    telemetry::{ResponseFlags, mark_response_flags},
 };
 use budget::{ActiveRequest, Budgets};
 use replay::Replay;
@@ -387,6 +393,7 @@ where
             && is_retry_overflow(err)
         {
             tracing::debug!("retry refused by maxRetries: the previous outcome stands");
+            mark_response_flags(&parts.extensions, ResponseFlags::UPSTREAM_OVERFLOW);
             return previous.unwrap_or(tried).into_result();
         }
         drop(previous.take());
@@ -401,7 +408,16 @@ where
         let Some(outcome) = outcome else {
             return tried.into_result();
         };
-        if retries >= plan.retries || !plan.conditions.should_retry(&outcome) {
+        if !plan.conditions.should_retry(&outcome) {
+            return tried.into_result();
+        }
+        if retries >= plan.retries {
+            // Envoy's `NoRetryLimitExceeded`: this outcome would be retried, but no retry is
+            // left.
+            mark_response_flags(
+                &parts.extensions,
+                ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
+            );
             return tried.into_result();
         }
         if !replay.is_replayable() {
@@ -419,6 +435,8 @@ where
                 active_retries,
                 "not retried: the retry budget is spent"
             );
+            // Envoy's `NoOverflow`: the budget is its retries resource limit.
+            mark_response_flags(&parts.extensions, ResponseFlags::UPSTREAM_OVERFLOW);
             return tried.into_result();
         }
         let Some(next) = replay.next_attempt() else {

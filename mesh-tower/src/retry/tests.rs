@@ -375,6 +375,88 @@ async fn the_last_per_try_timeout_is_a_timeout() {
     assert_no_more(&mut handle).await;
 }
 
+/// `get()` with a [`RequestTelemetry`](crate::telemetry::RequestTelemetry) to read the flags
+/// the layer set.
+fn followed() -> (Request<MeshBody>, crate::telemetry::RequestTelemetry) {
+    let t = crate::telemetry::RequestTelemetry::detached();
+    let mut req = get();
+    req.extensions_mut().insert(t.clone());
+    (req, t)
+}
+
+#[tokio::test(start_paused = true)]
+async fn response_flags_say_why_retrying_stopped() {
+    let (svc, mut handle) = stack(&with_vs(Some(
+        "{attempts: 2, perTryTimeout: 100ms, retryOn: \"5xx,connect-failure\"}",
+    )));
+
+    // Retriable to the last: Envoy's URX.
+    let (req, exhausted) = followed();
+    let res = send(&svc, req);
+    for _ in 0..3 {
+        let (_, reply) = handle.next_request().await.unwrap();
+        reply.send_response(status(503));
+    }
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    assert_eq!(exhausted.flags().to_string(), "URX");
+
+    // The last try timed out: URX here, UT from the 504 the edge makes of the error.
+    let (req, timed_out) = followed();
+    let res = send(&svc, req);
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(handle.next_request().await.unwrap());
+    }
+    assert!(res.await.unwrap().is_err());
+    assert_eq!(timed_out.flags().to_string(), "URX");
+
+    // A retry that succeeded, and an answer the policy does not retry: no flag.
+    let (req, recovered) = followed();
+    let res = send(&svc, req);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(status(503));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(status(200));
+    assert_eq!(res.await.unwrap().unwrap().status(), 200);
+    assert_eq!(recovered.flags().to_string(), "-");
+    let (req, not_retriable) = followed();
+    let res = send(&svc, req);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(status(404));
+    assert_eq!(res.await.unwrap().unwrap().status(), 404);
+    assert_eq!(not_retriable.flags().to_string(), "-");
+
+    // A retry refused by maxRetries: Envoy's UO, the previous answer stands.
+    let (req, refused_retry) = followed();
+    let res = send(&svc, req);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(status(503));
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_error(RetryOverflow(MeshError::Overflow {
+        destination: "svc".into(),
+    }));
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    assert_eq!(refused_retry.flags().to_string(), "UO");
+    assert_no_more(&mut handle).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_spent_is_flagged_uo() {
+    let budget = RetryBudget {
+        budget_percent: Percent::new(0.0).unwrap(),
+        min_retry_concurrency: 0,
+    };
+    let layer = RetryLayer::new().budget(budget);
+    let (svc, mut handle) = stack_with(&with_vs(Some("{attempts: 2, retryOn: 5xx}")), layer);
+    let (req, t) = followed();
+    let res = send(&svc, req);
+    let (_, reply) = handle.next_request().await.unwrap();
+    reply.send_response(status(503));
+    assert_eq!(res.await.unwrap().unwrap().status(), 503);
+    assert_no_more(&mut handle).await;
+    assert_eq!(t.flags().to_string(), "UO");
+}
+
 #[tokio::test(start_paused = true)]
 async fn back_off_stays_within_envoys_bounds() {
     let (svc, mut handle) = stack(&with_vs(Some("{attempts: 4, retryOn: 5xx}")));

@@ -5,7 +5,8 @@
 //! Bounds (they also bound what a request can add to the recorder):
 //! - label values come from the config (registry services and endpoints, the workload's own
 //!   labels), from Envoy's fixed sets (codes, flags, protocols), or from the peers' principals
-//!   (at most [`MAX_PRINCIPALS`], then `unknown`) and the authorities of requests outside the
+//!   (at most [`MAX_PRINCIPALS`], then `unknown`; as many again for the principals of
+//!   upstream TLS connections, on each side of them) and the authorities of requests outside the
 //!   registry (at most [`MAX_AUTHORITIES`], then `unknown`);
 //! - the metric handles are cached per label set, at most [`MAX_SERIES`]; past that the cache
 //!   starts over (a handle lost from it is registered again, at the cost of a lookup).
@@ -46,7 +47,7 @@ pub(crate) struct Series {
     pub duration: Histogram,
     pub request_bytes: Histogram,
     pub response_bytes: Histogram,
-    _values: (Arc<Dest>, Arc<Workload>),
+    _values: (Arc<Dest>, Arc<Workload>, Arc<Workload>),
 }
 
 /// A series by the identity of its interned parts (kept alive by the [`Series`]).
@@ -54,18 +55,30 @@ pub(crate) struct Series {
 pub(crate) struct SeriesKey {
     dest: usize,
     peer: usize,
+    /// This workload's labels: with or without the principal of its certificate.
+    local: usize,
     outcome: Outcome,
 }
 
 impl SeriesKey {
-    pub(crate) fn new(dest: &Arc<Dest>, peer: &Arc<Workload>, outcome: Outcome) -> Self {
+    pub(crate) fn new(
+        dest: &Arc<Dest>,
+        peer: &Arc<Workload>,
+        local: &Arc<Workload>,
+        outcome: Outcome,
+    ) -> Self {
         SeriesKey {
             dest: Arc::as_ptr(dest) as usize,
             peer: Arc::as_ptr(peer) as usize,
+            local: Arc::as_ptr(local) as usize,
             outcome,
         }
     }
 }
+
+/// A peer's labels with principals from TLS connections, by principal; the peer is kept so
+/// that its address (the key) stays its own.
+type WithPrincipals = (Arc<Workload>, HashMap<Box<str>, Arc<Workload>>);
 
 #[derive(Default)]
 struct Caches {
@@ -80,6 +93,11 @@ struct Caches {
     authorities: HashMap<Option<&'static str>, HashMap<Box<str>, Arc<Dest>>>,
     authority_count: usize,
     principals: HashMap<Box<str>, Arc<Workload>>,
+    /// This workload with the principal of the certificate it presented upstream.
+    local_principals: HashMap<Box<str>, Arc<Workload>>,
+    /// Upstream peers (by address) with the principal their certificate carried.
+    peer_principals: HashMap<usize, WithPrincipals>,
+    peer_principal_count: usize,
     series: HashMap<SeriesKey, Arc<Series>>,
 }
 
@@ -159,6 +177,8 @@ impl Shared {
             c.snapshot = Arc::downgrade(m);
             c.services.clear();
             c.endpoints.clear();
+            c.peer_principals.clear();
+            c.peer_principal_count = 0;
             c.series.clear();
         }
         if let Some(v) = get(&c) {
@@ -259,14 +279,59 @@ impl Shared {
         )
     }
 
-    /// The handles of a series, registered with the current recorder the first time.
+    /// This workload with `principal`, the URI SAN of the certificate it presented to the
+    /// upstream (Istio's client-side `source_principal`), while fewer than
+    /// [`MAX_PRINCIPALS`] have been seen; without it after that.
+    pub(crate) fn local_principal(&self, principal: &str) -> Arc<Workload> {
+        self.cached(
+            None,
+            |c| c.local_principals.get(principal).cloned(),
+            |c| {
+                if c.local_principals.len() >= MAX_PRINCIPALS {
+                    return self.local.clone();
+                }
+                let w = Arc::new(self.local.with_principal(principal, false));
+                c.local_principals.insert(principal.into(), w.clone());
+                w
+            },
+        )
+    }
+
+    /// The upstream `peer` with `principal`, the URI SAN its certificate carried (Istio's
+    /// client-side `destination_principal`, and the namespace in it), while fewer than
+    /// [`MAX_PRINCIPALS`] such pairs have been seen; `peer` as it is after that. Dropped with
+    /// the endpoints when a request brings a new snapshot.
+    pub(crate) fn peer_principal(&self, peer: &Arc<Workload>, principal: &str) -> Arc<Workload> {
+        let key = Arc::as_ptr(peer) as usize;
+        self.cached(
+            None,
+            |c| c.peer_principals.get(&key)?.1.get(principal).cloned(),
+            |c| {
+                if c.peer_principal_count >= MAX_PRINCIPALS {
+                    return peer.clone();
+                }
+                c.peer_principal_count += 1;
+                let w = Arc::new(peer.with_principal(principal, true));
+                let (_, by_principal) = c
+                    .peer_principals
+                    .entry(key)
+                    .or_insert_with(|| (peer.clone(), HashMap::new()));
+                by_principal.insert(principal.into(), w.clone());
+                w
+            },
+        )
+    }
+
+    /// The handles of a series, registered with the current recorder the first time. `local`
+    /// is this workload's labels ([`Shared::local`], or with a principal).
     pub(crate) fn series(
         &self,
         dest: &Arc<Dest>,
         peer: &Arc<Workload>,
+        local: &Arc<Workload>,
         outcome: Outcome,
     ) -> Arc<Series> {
-        let key = SeriesKey::new(dest, peer, outcome);
+        let key = SeriesKey::new(dest, peer, local, outcome);
         self.cached(
             None,
             |c| c.series.get(&key).cloned(),
@@ -274,7 +339,7 @@ impl Shared {
                 if c.series.len() >= MAX_SERIES {
                     c.series.clear();
                 }
-                let labels = labels::labels(self.reporter, &self.local, peer, dest, &outcome);
+                let labels = labels::labels(self.reporter, local, peer, dest, &outcome);
                 let series = metrics::with_recorder(|r| {
                     let key = |name: &'static str| Key::from_parts(name, labels.clone());
                     Series {
@@ -282,7 +347,7 @@ impl Shared {
                         duration: r.register_histogram(&key(REQUEST_DURATION), &METADATA),
                         request_bytes: r.register_histogram(&key(REQUEST_BYTES), &METADATA),
                         response_bytes: r.register_histogram(&key(RESPONSE_BYTES), &METADATA),
-                        _values: (dest.clone(), peer.clone()),
+                        _values: (dest.clone(), peer.clone(), local.clone()),
                     }
                 });
                 let series = Arc::new(series);

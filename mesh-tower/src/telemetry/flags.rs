@@ -31,11 +31,14 @@ impl ResponseFlags {
     pub const UPSTREAM_CONNECTION_FAILURE: Self = Self(1 << 5);
     /// `UC`: the upstream connection ended (TCP proxies).
     pub const UPSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 6);
-    /// `UO`: upstream overflow, a circuit breaker (503).
+    /// `UO`: upstream overflow: a circuit breaker (503), or a retry refused by the retry
+    /// budget or `maxRetries` (the previous attempt's answer stands, as Envoy's
+    /// `upstream_rq_retry_overflow`).
     pub const UPSTREAM_OVERFLOW: Self = Self(1 << 7);
     /// `NR`: no route configured (404).
     pub const NO_ROUTE_FOUND: Self = Self(1 << 8);
-    /// `DI`: the request was delayed by fault injection.
+    /// `DI`: the request was delayed by fault injection (set by the fault layer when the
+    /// delay starts; with an abort after it, `DI,FI`).
     pub const DELAY_INJECTED: Self = Self(1 << 9);
     /// `FI`: the request was aborted by fault injection.
     pub const FAULT_INJECTED: Self = Self(1 << 10);
@@ -45,7 +48,8 @@ impl ResponseFlags {
     pub const UNAUTHORIZED_EXTERNAL_SERVICE: Self = Self(1 << 12);
     /// `DC`: the downstream went away before the response was complete.
     pub const DOWNSTREAM_CONNECTION_TERMINATION: Self = Self(1 << 14);
-    /// `URX`: retries exhausted.
+    /// `URX`: the final attempt's outcome was one the route retries, but no retry was left
+    /// (set by the retry layer; with a per-try timeout on the last attempt, `UT,URX`).
     pub const UPSTREAM_RETRY_LIMIT_EXCEEDED: Self = Self(1 << 15);
 
     /// The flags of a mesh local reply, from its `x-mesh-error` value (DESIGN.md's table).
@@ -70,6 +74,16 @@ impl ResponseFlags {
 
     pub fn contains(self, other: Self) -> bool {
         self.0 & other.0 == other.0
+    }
+
+    /// The set as bits (bit `i` is Envoy's `i`-th flag), for an atomic that gathers flags
+    /// from several layers.
+    pub(crate) const fn bits(self) -> u16 {
+        self.0
+    }
+
+    pub(crate) const fn from_bits(bits: u16) -> Self {
+        Self(bits)
     }
 }
 

@@ -138,6 +138,21 @@ impl Workload {
         Self::from_labels(namespace, &ep.labels, entry.map(|(_, name)| name))
     }
 
+    /// This workload, or the endpoint's, with the principal its certificate carries: Istio's
+    /// client side reads both from the upstream TLS connection. The endpoint's namespace is
+    /// then the SPIFFE ID's, which Istio prefers to the peer's metadata (`peer_namespace`).
+    pub(crate) fn with_principal(&self, principal: &str, namespace_from_san: bool) -> Self {
+        let namespace = namespace_from_san
+            .then(|| spiffe_namespace(principal))
+            .flatten()
+            .map_or_else(|| self.namespace.clone(), shared);
+        Workload {
+            principal: shared(principal),
+            namespace,
+            ..self.clone()
+        }
+    }
+
     /// A peer known by its certificate only: the principal (as a `spiffe://` URI) and the
     /// namespace in it, as Istio's filter reads it from the SAN.
     pub(crate) fn from_principal(principal: &str) -> Self {
@@ -146,16 +161,21 @@ impl Workload {
         } else {
             format!("spiffe://{principal}")
         };
-        let namespace = uri
-            .split_once("/ns/")
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
-            .filter(|ns| !ns.is_empty());
+        let namespace = spiffe_namespace(&uri);
         Workload {
             namespace: namespace.map_or_else(unknown, shared),
             principal: shared(&uri),
             ..Self::unknown()
         }
     }
+}
+
+/// The namespace of a SPIFFE ID (`spiffe://TD/ns/NS/sa/SA`), as Istio's `GetNamespace`.
+fn spiffe_namespace(principal: &str) -> Option<&str> {
+    principal
+        .split_once("/ns/")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
+        .filter(|ns| !ns.is_empty())
 }
 
 /// The destination service of a request: `destination_service`, `destination_service_name`,

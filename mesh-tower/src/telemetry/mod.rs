@@ -20,7 +20,11 @@
 //!
 //! The outbound side learns the destination from the routing decision (below the router, see
 //! [`RouteCtx`]) and the destination workload from the endpoint the upstream picked (its
-//! registry labels: Istio's client-side fallback when the peer sends no metadata). The inbound
+//! registry labels: Istio's client-side fallback when the peer sends no metadata); over an
+//! upstream TLS connection (ISTIO_MUTUAL, auto mTLS) `source_principal` and
+//! `destination_principal` are the URI SANs of the two certificates ([`UpstreamTls`]), and the
+//! destination's namespace the one in its SPIFFE ID, as Istio's client side reads them
+//! (`connection_security_policy` stays `unknown` there, as Istio's). The inbound
 //! side learns the peer from the [`ConnectionInfo`] the listener inserted: its principal, its
 //! namespace (from the SPIFFE ID), and `connection_security_policy="mutual_tls"`.
 //!
@@ -71,7 +75,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU16, AtomicU64, Ordering},
     },
     task::{Context, Poll, ready},
 };
@@ -97,6 +101,7 @@ use crate::{
     access_log::{self, AccessLog, RequestInfo},
     authz::ConnectionInfo,
     body::{BoxError, MeshBody},
+    endpoint::UpstreamTls,
     error::is_grpc,
     route::{RouteCtx, Target},
     snapshot::MeshHandle,
@@ -325,6 +330,9 @@ struct RequestState {
     /// The endpoint of the last attempt.
     endpoint: ArcSwapOption<Workload>,
     request_bytes: AtomicU64,
+    /// Envoy's flags the layers below set on their own (`DI`, `URX`, `UO`: see
+    /// [`mark_response_flags`]), besides those the reply's `x-mesh-error` says.
+    flags: AtomicU16,
     /// For the access log only (left empty without one): the route and the endpoint's
     /// `address:port`.
     route_log: OnceLock<RouteLog>,
@@ -387,6 +395,41 @@ impl RequestTelemetry {
     }
 }
 
+#[cfg(test)]
+impl RequestTelemetry {
+    /// A request's telemetry outside any stack, for the layers' unit tests to read the flags
+    /// they set.
+    pub(crate) fn detached() -> Self {
+        let layer = TelemetryLayer::outbound(MeshHandle::new(CompiledMesh::default()));
+        RequestTelemetry(Arc::new(RequestState {
+            shared: layer.shared,
+            dest: OnceLock::new(),
+            endpoint: ArcSwapOption::empty(),
+            request_bytes: AtomicU64::new(0),
+            flags: AtomicU16::new(0),
+            route_log: OnceLock::new(),
+            upstream_host: Mutex::new(None),
+        }))
+    }
+
+    pub(crate) fn flags(&self) -> ResponseFlags {
+        ResponseFlags::from_bits(self.0.flags.load(Ordering::Relaxed))
+    }
+}
+
+/// Sets Envoy response `flags` on the request whose extensions are `extensions`, for its
+/// metrics, access log line and span: what a layer below the telemetry layer knows and the
+/// reply does not say (a fault delay, `DI`; retries exhausted, `URX`; a retry refused, `UO`).
+/// Nothing happens for a request no telemetry or trace layer follows.
+pub(crate) fn mark_response_flags(extensions: &http::Extensions, flags: ResponseFlags) {
+    if let Some(t) = extensions.get::<RequestTelemetry>() {
+        t.0.flags.fetch_or(flags.bits(), Ordering::Relaxed);
+    }
+    if let Some(span) = extensions.get::<crate::trace::SpanRoute>() {
+        span.add_flags(flags);
+    }
+}
+
 /// Where the outbound side's destination comes from when the router decided nothing (no
 /// route, a blocked host): the request's authority, as Istio's Host header fallback.
 #[derive(Debug)]
@@ -430,6 +473,7 @@ where
             dest: OnceLock::new(),
             endpoint: ArcSwapOption::empty(),
             request_bytes: AtomicU64::new(0),
+            flags: AtomicU16::new(0),
             route_log: OnceLock::new(),
             upstream_host: Mutex::new(None),
         });
@@ -458,6 +502,7 @@ where
             done: false,
             log,
             mesh_error: None,
+            upstream_tls: None,
         };
         match shared.reporter {
             Reporter::Source => flight.fallback = RequestAuthority::of(&req),
@@ -511,6 +556,8 @@ struct InFlight {
     log: Option<Box<RequestInfo>>,
     /// The reply's `x-mesh-error`, for the line's response code details.
     mesh_error: Option<&'static str>,
+    /// The outbound side's upstream TLS connection, when the response came over one.
+    upstream_tls: Option<UpstreamTls>,
 }
 
 impl InFlight {
@@ -518,6 +565,9 @@ impl InFlight {
     fn head(&mut self, res: &Response<MeshBody>) {
         self.outcome.code = Some(res.status().as_u16());
         self.trailers(res.headers());
+        if self.state.shared.reporter == Reporter::Source {
+            self.upstream_tls = res.extensions().get::<UpstreamTls>().cloned();
+        }
         if let Some(code) = res
             .headers()
             .get("x-mesh-error")
@@ -544,6 +594,7 @@ impl InFlight {
             return;
         }
         let shared = &self.state.shared;
+        self.outcome.flags |= ResponseFlags::from_bits(self.state.flags.load(Ordering::Relaxed));
         let dest = match self.state.dest.get() {
             Some(d) => d.clone(),
             None => match &self.fallback {
@@ -553,15 +604,24 @@ impl InFlight {
                 None => shared.unknown_dest.clone(),
             },
         };
-        let peer = self
+        let mut peer = self
             .peer
             .take()
             .or_else(|| self.state.endpoint.load_full())
             .unwrap_or_else(|| shared.unknown_peer.clone());
+        // Istio's client side: the principals of the upstream TLS connection.
+        let mut local = None;
+        if let Some(tls) = self.upstream_tls.take() {
+            local = tls.local_principal().map(|p| shared.local_principal(p));
+            if let Some(p) = tls.peer_principal() {
+                peer = shared.peer_principal(&peer, p);
+            }
+        }
         let duration = self.start.elapsed().as_millis();
         let request_bytes = self.state.request_bytes.load(Ordering::Relaxed);
         if shared.outputs.metrics {
-            let series = shared.series(&dest, &peer, self.outcome);
+            let local = local.as_ref().unwrap_or(&shared.local);
+            let series = shared.series(&dest, &peer, local, self.outcome);
             series.requests.increment(1);
             series.duration.record(duration as f64);
             series.request_bytes.record(request_bytes as f64);

@@ -1,10 +1,17 @@
 //! Istio's TCP metrics, for a proxy of TCP connections to count through
-//! [`TelemetryLayer::tcp_connection`].
+//! [`TelemetryLayer::tcp_connection`], and with an access log a line per connection.
+
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::SystemTime,
+};
 
 use metrics::{Counter, Key};
+use tokio::time::Instant;
 
 use super::{
-    Reporter, ResponseFlags, TCP_CLOSED, TCP_OPENED, TCP_RECEIVED_BYTES, TCP_SENT_BYTES,
+    AccessLog, Reporter, ResponseFlags, TCP_CLOSED, TCP_OPENED, TCP_RECEIVED_BYTES, TCP_SENT_BYTES,
     TelemetryLayer,
     cache::METADATA,
     labels::{self, Outcome, Protocol, Security},
@@ -20,11 +27,20 @@ pub struct TcpPeer<'a> {
     pub principal: Option<&'a str>,
     /// Why the connection failed or ended early (`UF`, `UH`, `UC`, ...).
     pub flags: ResponseFlags,
+    /// For the access log line: the endpoint (`address:port`), Istio's cluster name
+    /// (`outbound|PORT|SUBSET|HOST`), the client connection's two addresses and its SNI.
+    pub upstream_host: Option<&'a str>,
+    pub upstream_cluster: Option<&'a str>,
+    pub downstream_local: Option<SocketAddr>,
+    pub downstream_remote: Option<SocketAddr>,
+    pub server_name: Option<&'a str>,
 }
 
 /// The metrics of one proxied TCP connection: counted as opened when made, as closed when
 /// dropped; bytes are added as they flow. Its labels are those of the HTTP metrics with
 /// `request_protocol="tcp"` and without `response_code` and `grpc_response_status`, as Istio's.
+/// With an access log (the layer's [`access_log`](TelemetryLayer::access_log)), the
+/// connection's line is written when this is dropped.
 ///
 /// ```
 /// use mesh_tower::telemetry::{TcpPeer, TelemetryLayer};
@@ -43,23 +59,60 @@ pub struct TcpConnectionMetrics {
     sent: Counter,
     received: Counter,
     closed: Counter,
+    log: Option<Box<TcpLog>>,
+}
+
+/// What a connection's access log line needs, gathered until it closes.
+#[derive(Debug)]
+struct TcpLog {
+    log: AccessLog,
+    start: SystemTime,
+    started: Instant,
+    flags: ResponseFlags,
+    sent: AtomicU64,
+    received: AtomicU64,
+    upstream_host: Option<String>,
+    upstream_cluster: Option<String>,
+    downstream_local: Option<SocketAddr>,
+    downstream_remote: Option<SocketAddr>,
+    server_name: Option<String>,
 }
 
 impl TcpConnectionMetrics {
     /// Bytes sent to the downstream (`istio_tcp_sent_bytes_total`).
     pub fn sent(&self, bytes: u64) {
         self.sent.increment(bytes);
+        if let Some(log) = &self.log {
+            log.sent.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Bytes received from the downstream (`istio_tcp_received_bytes_total`).
     pub fn received(&self, bytes: u64) {
         self.received.increment(bytes);
+        if let Some(log) = &self.log {
+            log.received.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 }
 
 impl Drop for TcpConnectionMetrics {
     fn drop(&mut self) {
         self.closed.increment(1);
+        if let Some(l) = self.log.take() {
+            l.log.log_tcp(&crate::access_log::TcpRecord {
+                start: l.start,
+                flags: l.flags,
+                bytes_received: l.received.load(Ordering::Relaxed),
+                bytes_sent: l.sent.load(Ordering::Relaxed),
+                duration_ms: l.started.elapsed().as_millis() as u64,
+                upstream_host: l.upstream_host.as_deref(),
+                upstream_cluster: l.upstream_cluster.as_deref(),
+                downstream_local: l.downstream_local,
+                downstream_remote: l.downstream_remote,
+                server_name: l.server_name.as_deref(),
+            });
+        }
     }
 }
 
@@ -100,6 +153,29 @@ impl TelemetryLayer {
             flags: peer.flags,
             security,
         };
+        let log = shared.outputs.access_log.as_ref().map(|log| {
+            Box::new(TcpLog {
+                log: log.clone(),
+                start: SystemTime::now(),
+                started: Instant::now(),
+                flags: peer.flags,
+                sent: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+                upstream_host: peer.upstream_host.map(str::to_owned),
+                upstream_cluster: peer.upstream_cluster.map(str::to_owned),
+                downstream_local: peer.downstream_local,
+                downstream_remote: peer.downstream_remote,
+                server_name: peer.server_name.map(str::to_owned),
+            })
+        });
+        if !shared.outputs.metrics {
+            return TcpConnectionMetrics {
+                sent: Counter::noop(),
+                received: Counter::noop(),
+                closed: Counter::noop(),
+                log,
+            };
+        }
         let labels = labels::labels(shared.reporter, &shared.local, &remote, &dest, &outcome);
         let (opened, metrics) = metrics::with_recorder(|r| {
             let counter = |name: &'static str| {
@@ -111,6 +187,7 @@ impl TelemetryLayer {
                     sent: counter(TCP_SENT_BYTES),
                     received: counter(TCP_RECEIVED_BYTES),
                     closed: counter(TCP_CLOSED),
+                    log,
                 },
             )
         });

@@ -561,6 +561,104 @@ async fn local_replies_are_counted_with_their_code_and_flags() {
     }
 }
 
+/// A route with a fault delay, and one retried on 5xx.
+const FLAGGED: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  http:
+  - match: [{uri: {prefix: /delayed-abort}}]
+    fault:
+      delay: {fixedDelay: 2s, percentage: {value: 100}}
+      abort: {httpStatus: 503, percentage: {value: 100}}
+    route: [{destination: {host: reviews.default.svc.cluster.local}}]
+  - match: [{uri: {prefix: /delayed}}]
+    fault: {delay: {fixedDelay: 2s, percentage: {value: 100}}}
+    route: [{destination: {host: reviews.default.svc.cluster.local}}]
+  - match: [{uri: {prefix: /flaky}}]
+    retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: reviews.default.svc.cluster.local}}]
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn fault_delays_and_exhausted_retries_are_flagged_di_and_urx() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    // REVIEWS' registry, FLAGGED's routes.
+    let registry = REVIEWS.split("kind: VirtualService").next().unwrap();
+    let registry = registry
+        .trim_end()
+        .trim_end_matches("apiVersion: networking.istio.io/v1");
+    let mesh = mesh(&format!("{registry}{FLAGGED}"));
+    // `/flaky` always fails with 503; the others answer 200.
+    let leaf = Leaf::new(tower::service_fn(|req: Request<MeshBody>| async move {
+        let mut res = Response::new(body::full("x"));
+        if req.uri().path().starts_with("/flaky") {
+            *res.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        Ok(res)
+    }));
+    let log_buf = LogBuf::default();
+    let log = AccessLog::to_writer(log_buf.clone(), access_log::LogFormat::Text);
+    let client = MeshStack::outbound(&mesh)
+        .namespace("default")
+        .access_log(log.clone())
+        .build_over(leaf);
+    let cases = [
+        ("/delayed", "200", "DI"),
+        ("/delayed-abort", "503", "DI,FI"),
+        ("/flaky", "503", "URX"),
+        ("/reviews", "404", "NR"),
+    ];
+    for (path, code, flags) in cases {
+        let uri = format!("http://reviews.default.svc.cluster.local:9080{path}");
+        let res = client.clone().oneshot(get(&uri, "")).await.unwrap();
+        assert_eq!(res.status().as_str(), code, "{path}");
+        res.into_body().collect().await.unwrap();
+        let metrics = snapshot(&snapshotter);
+        let with = [("response_code", code), ("response_flags", flags)];
+        let found = find(&metrics, REQUESTS_TOTAL, &with);
+        assert_eq!(found.len(), 1, "{path}: {metrics:#?}");
+        assert_eq!(counter(found[0]), 1, "{path}");
+    }
+    tokio::task::spawn_blocking(move || log.flush())
+        .await
+        .unwrap();
+    let text = log_buf.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), cases.len(), "{text}");
+    for ((path, code, flags), line) in cases.iter().zip(&lines) {
+        assert!(
+            line.contains(&format!("\"POST {path} HTTP/1.1\" {code} {flags} ")),
+            "{line}"
+        );
+    }
+}
+
+/// An access log's lines in memory.
+#[derive(Clone, Default)]
+struct LogBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogBuf {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn no_healthy_upstream_is_uh_with_the_service_known() {
     let recorder = DebuggingRecorder::new();
@@ -803,7 +901,7 @@ fn tcp_connections_are_counted_opened_closed_and_in_bytes() {
     let conn = telemetry.tcp_connection(TcpPeer {
         service: Some("ratings"),
         principal: Some("spiffe://cluster.local/ns/default/sa/productpage"),
-        flags: ResponseFlags::NONE,
+        ..TcpPeer::default()
     });
     conn.received(100);
     conn.sent(250);
@@ -839,6 +937,102 @@ fn tcp_connections_are_counted_opened_closed_and_in_bytes() {
             .labels
             .contains_key("response_code")
     );
+}
+
+#[test]
+fn a_tcp_connection_with_an_access_log_writes_its_line_when_it_closes() {
+    let mesh = mesh(REVIEWS);
+    let buf = LogBuf::default();
+    let log = AccessLog::to_writer(buf.clone(), access_log::LogFormat::Json);
+    let telemetry = TelemetryLayer::outbound(&mesh)
+        .metrics(false)
+        .access_log(log.clone());
+    let conn = telemetry.tcp_connection(TcpPeer {
+        service: Some("reviews.default.svc.cluster.local"),
+        upstream_host: Some("127.0.0.1:9080"),
+        upstream_cluster: Some("outbound|9080||reviews.default.svc.cluster.local"),
+        downstream_remote: Some("127.0.0.2:40000".parse().unwrap()),
+        server_name: Some("reviews.example.com"),
+        ..TcpPeer::default()
+    });
+    conn.received(7);
+    conn.sent(11);
+    log.flush();
+    assert_eq!(buf.text(), "", "written when the connection closes");
+    drop(conn);
+    log.flush();
+    let text = buf.text();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["response_code"], 0, "{text}");
+    assert_eq!(v["response_flags"], "-");
+    assert_eq!(v["method"], serde_json::Value::Null);
+    assert_eq!(v["bytes_received"], 7);
+    assert_eq!(v["bytes_sent"], 11);
+    assert_eq!(v["upstream_host"], "127.0.0.1:9080");
+    assert_eq!(
+        v["upstream_cluster"],
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
+    assert_eq!(v["downstream_remote_address"], "127.0.0.2:40000");
+    assert_eq!(v["requested_server_name"], "reviews.example.com");
+}
+
+#[test]
+fn upstream_tls_principals_fill_the_client_sides_labels() {
+    let mesh = mesh(REVIEWS);
+    let layer = TelemetryLayer::outbound(&mesh)
+        .namespace("default")
+        .workload_labels([("app", "productpage")]);
+    let shared = &layer.shared;
+    let snapshot = shared.handle.snapshot();
+    let service = snapshot
+        .service("reviews.default.svc.cluster.local")
+        .unwrap();
+    let endpoint = shared.endpoint_peer(&snapshot, service, &service.endpoints[0]);
+    // The SPIFFE ID's namespace wins over the registry's, as in Istio.
+    let peer_id = "spiffe://cluster.local/ns/bookinfo/sa/reviews";
+    let peer = shared.peer_principal(&endpoint, peer_id);
+    assert!(Arc::ptr_eq(
+        &peer,
+        &shared.peer_principal(&endpoint, peer_id)
+    ));
+    let local = shared.local_principal("spiffe://cluster.local/ns/default/sa/productpage");
+    let dest = shared.service_dest(&snapshot, "reviews.default.svc.cluster.local");
+    let labels: BTreeMap<String, String> = labels::labels(
+        Reporter::Source,
+        &local,
+        &peer,
+        &dest,
+        &outcome(Protocol::Http, Some(200), Security::Unknown),
+    )
+    .into_iter()
+    .map(|l| (l.key().to_owned(), l.value().to_owned()))
+    .collect();
+    let want = [
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/default/sa/productpage",
+        ),
+        ("source_workload_namespace", "default"),
+        ("source_app", "productpage"),
+        ("destination_principal", peer_id),
+        ("destination_workload", "reviews-v2"),
+        ("destination_app", "reviews"),
+        ("destination_workload_namespace", "bookinfo"),
+        ("destination_service_namespace", "bookinfo"),
+        ("connection_security_policy", "unknown"),
+    ];
+    for (k, v) in want {
+        assert_eq!(labels[k], v, "{k}");
+    }
+
+    // Bounded: past MAX_PRINCIPALS pairs, the peer keeps `unknown`.
+    for i in 0..MAX_PRINCIPALS {
+        shared.peer_principal(&endpoint, &format!("spiffe://cluster.local/ns/x/sa/{i}"));
+    }
+    let over = shared.peer_principal(&endpoint, "spiffe://cluster.local/ns/x/sa/one-more");
+    assert!(Arc::ptr_eq(&over, &endpoint));
+    assert_eq!(&*over.principal, "unknown");
 }
 
 #[test]

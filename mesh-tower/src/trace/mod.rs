@@ -61,7 +61,10 @@ use std::{
     borrow::Cow,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU16, Ordering},
+    },
     task::{Context, Poll, ready},
 };
 
@@ -224,9 +227,16 @@ impl<S> Trace<S> {
 }
 
 /// Below the router, the routing decision for a sampled outbound span (its upstream cluster
-/// and operation name); handed over by the route tap.
+/// and operation name), handed over by the route tap, and the response flags the layers
+/// below set ([`mark_response_flags`](crate::telemetry::mark_response_flags)).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct SpanRoute(Arc<OnceLock<RouteInfo>>);
+pub(crate) struct SpanRoute(Arc<SpanRouteState>);
+
+#[derive(Debug, Default)]
+struct SpanRouteState {
+    route: OnceLock<RouteInfo>,
+    flags: AtomicU16,
+}
 
 #[derive(Debug)]
 struct RouteInfo {
@@ -243,7 +253,11 @@ impl SpanRoute {
             }
             crate::route::Target::Passthrough { authority } => format!("{authority}/*"),
         };
-        let _ = self.0.set(RouteInfo { cluster, operation });
+        let _ = self.0.route.set(RouteInfo { cluster, operation });
+    }
+
+    pub(crate) fn add_flags(&self, flags: ResponseFlags) {
+        self.0.flags.fetch_or(flags.bits(), Ordering::Relaxed);
     }
 }
 
@@ -450,10 +464,13 @@ impl Active {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        if let Some(info) = self.route.as_ref().and_then(|r| r.0.get()) {
-            self.span
-                .set_attribute(KeyValue::new("upstream_cluster", info.cluster.clone()));
-            self.span.update_name(Cow::Owned(info.operation.clone()));
+        if let Some(route) = &self.route {
+            if let Some(info) = route.0.route.get() {
+                self.span
+                    .set_attribute(KeyValue::new("upstream_cluster", info.cluster.clone()));
+                self.span.update_name(Cow::Owned(info.operation.clone()));
+            }
+            self.flags |= ResponseFlags::from_bits(route.0.flags.load(Ordering::Relaxed));
         }
         self.span
             .set_attribute(KeyValue::new("response_flags", self.flags.to_string()));

@@ -491,6 +491,29 @@ spec:
 "#;
 
 #[tokio::test]
+async fn a_fault_delay_shows_in_the_spans_response_flags() {
+    let (tracing, exporter) = traced(100.0);
+    let delayed = REVIEWS.replace(
+        "  - match: [{uri: {prefix: /reviews}}]\n",
+        "  - match: [{uri: {prefix: /reviews}}]\n    fault: {delay: {fixedDelay: 1ms, percentage: {value: 100}}}\n",
+    );
+    let leaf = tower::service_fn(|_req: Request<body::MeshBody>| async {
+        Ok::<_, body::BoxError>(Response::new(body::full("ok")))
+    });
+    let client = crate::MeshStack::outbound(&mesh(&delayed))
+        .tracing(tracing.clone())
+        .build_over::<Empty<Bytes>, _>(leaf);
+    let req = Request::get("http://reviews:9080/reviews/0")
+        .body(Empty::new())
+        .unwrap();
+    let res = call(client, req).await;
+    assert_eq!(res.status(), 200);
+    res.into_body().collect().await.unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    assert_eq!(attr_str(&spans[0], "response_flags"), "DI");
+}
+
+#[tokio::test]
 async fn the_outbound_stack_makes_client_spans_named_after_the_routed_cluster() {
     let (tracing, exporter) = traced(100.0);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -11,6 +11,11 @@
 //! the routed `destination_service`; a connection whose upstream has no endpoint is flagged
 //! `UH`, one whose upstream refused it `UF`. A connection no route takes is closed before any
 //! of this, as Envoy closes one that matches no filter chain, and is not counted.
+//!
+//! With `--access-log`, each routed connection also writes a line when it closes, as Envoy's
+//! TCP proxy does in Istio's format: `"- - -" 0` for the request, the flags, the bytes
+//! received and sent, the duration, the endpoint, Istio's cluster name, the client's
+//! addresses and, for TLS passthrough, the SNI.
 
 use std::{
     io,
@@ -83,11 +88,26 @@ pub(super) async fn forward<S>(
     };
     let dest = &destinations.pick(fastrand::u64(..)).destination;
     let service = dest.host.to_string();
-    let open = |flags| {
+    // Istio's cluster name, for the access log line.
+    let cluster = format!(
+        "outbound|{}|{}|{service}",
+        dest.port.unwrap_or(server.port),
+        dest.subset.as_deref().unwrap_or("")
+    );
+    let sni = match routes {
+        Routes::Tls { sni } => sni,
+        Routes::Tcp => None,
+    };
+    let open = |flags, upstream_host: Option<&str>| {
         ctx.telemetry.tcp_connection(TcpPeer {
             service: Some(&service),
             principal: None,
             flags,
+            upstream_host,
+            upstream_cluster: Some(&cluster),
+            downstream_local: local,
+            downstream_remote: Some(peer),
+            server_name: sni,
         })
     };
     let target = match ctx.tcp.pick(
@@ -99,7 +119,7 @@ pub(super) async fn forward<S>(
     ) {
         Ok(t) => t,
         Err(e) => {
-            drop(open(ResponseFlags::NO_HEALTHY_UPSTREAM));
+            drop(open(ResponseFlags::NO_HEALTHY_UPSTREAM, None));
             say!("mesh run: gateway {}: {e}; closed", server.port);
             return;
         }
@@ -108,12 +128,15 @@ pub(super) async fn forward<S>(
     let upstream = match target.connect().await {
         Ok(s) => s,
         Err(e) => {
-            drop(open(ResponseFlags::UPSTREAM_CONNECTION_FAILURE));
+            drop(open(
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+                Some(target.endpoint()),
+            ));
             say!("mesh run: gateway {}: {e}; closed", server.port);
             return;
         }
     };
-    let metrics = open(ResponseFlags::NONE);
+    let metrics = open(ResponseFlags::NONE, Some(target.endpoint()));
     metrics.received(first.len() as u64);
     let client = Counted {
         inner: client,

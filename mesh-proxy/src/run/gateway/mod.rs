@@ -37,6 +37,12 @@
 //! (`istio_tcp_connections_opened_total`, `..._closed_total`, `istio_tcp_sent_bytes_total`,
 //! `istio_tcp_received_bytes_total`, `reporter="source"`, the routed `destination_service`):
 //! see [`l4`].
+//!
+//! Traces and access logs (`--tracing-endpoint`, `--access-log`) follow Istio's gateway: each
+//! HTTP request gets one `CLIENT` span (Envoy's gateway runs its connection manager in the
+//! outbound direction, and Istio does not set `spawn_upstream_span`, so no `SERVER` span) and
+//! an access log line, as a sidecar's outbound side; each TCP or TLS passthrough connection a
+//! line when it closes.
 
 mod accept;
 mod cert_watch;
@@ -64,7 +70,7 @@ use tokio::net::TcpListener;
 
 pub(crate) use live::Gateways;
 
-use super::reload::ReloadStatus;
+use super::{observability::Observability, reload::ReloadStatus};
 
 /// What `mesh run` was asked to serve.
 #[derive(Debug)]
@@ -85,6 +91,9 @@ pub(crate) struct Options<'a> {
     /// Where a listener that cannot follow the config reports it (`last_reload_error`), and
     /// what wakes the listeners after a good reload.
     pub(crate) status: &'a Arc<Mutex<ReloadStatus>>,
+    /// `--tracing-*` and `--access-log*`: spans and access log lines for HTTP routes, as a
+    /// sidecar's outbound side makes them, and log lines for TCP and TLS connections.
+    pub(crate) observability: &'a Observability,
 }
 
 /// What the listeners are planned from besides the config, kept to plan them again.
@@ -123,7 +132,8 @@ pub(crate) struct Ctx {
     /// One outbound stack per Gateway (routing as that Gateway).
     stacks: BTreeMap<String, Mutex<MeshService<Incoming>>>,
     tcp: TcpUpstream,
-    /// Istio's TCP metrics for `tcp` and `tls` routes (`reporter="source"`, as a gateway's).
+    /// Istio's TCP metrics for `tcp` and `tls` routes (`reporter="source"`, as a gateway's),
+    /// and their access log lines.
     telemetry: TelemetryLayer,
 }
 
@@ -355,19 +365,23 @@ pub(crate) async fn start(handle: &MeshHandle, opts: &Options<'_>) -> Result<Gat
             if let Some(identity) = opts.identity {
                 stack = stack.identity(identity.clone());
             }
-            let svc = stack.build::<Incoming>();
+            let svc = opts.observability.outbound(stack).build::<Incoming>();
             (name.clone(), Mutex::new(svc))
         })
         .collect();
+    let mut telemetry = TelemetryLayer::outbound(handle)
+        .namespace(opts.namespace)
+        .workload_labels(opts.labels.iter().cloned());
+    if let Some(log) = &opts.observability.access_log {
+        telemetry = telemetry.access_log(log.clone());
+    }
     let ctx = Arc::new(Ctx {
         handle: handle.clone(),
         namespace: opts.namespace.to_owned(),
         labels: opts.labels.iter().cloned().collect(),
         stacks,
         tcp: TcpUpstream::new(),
-        telemetry: TelemetryLayer::outbound(handle)
-            .namespace(opts.namespace)
-            .workload_labels(opts.labels.iter().cloned()),
+        telemetry,
     });
     Ok(Gateways::new(live::Start {
         ctx,

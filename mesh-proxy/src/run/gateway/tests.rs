@@ -443,6 +443,7 @@ async fn an_update_follows_the_config_and_keeps_a_port_whose_certificate_fails()
         labels: &[],
         identity: None,
         status: &status,
+        observability: &Default::default(),
     };
     let mut gateways = start(&handle, &opts).await.unwrap();
     let ports = |g: &Gateways| {

@@ -15,7 +15,10 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use super::{OriginationError, OriginationMode, TlsKey};
+use super::{
+    OriginationError, OriginationMode, TlsKey,
+    connector::{LocalCertificate, first_uri_san},
+};
 use crate::tls::{
     self, ExpectedPeer, IdentitySource, provider,
     verify::{HandshakeSignatures, invalid},
@@ -91,6 +94,24 @@ pub(crate) fn client_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The certificate a client made for `key` presents: the workload's (ISTIO_MUTUAL), the
+/// `clientCertificate` file's (MUTUAL, read again here: once per pooled client), or none.
+pub(crate) fn local_certificate(
+    key: &TlsKey,
+    identity: Option<&IdentitySource>,
+) -> LocalCertificate {
+    match (key.mode, identity, &key.client_certificate) {
+        (OriginationMode::IstioMutual, Some(source), _) => {
+            LocalCertificate::Workload(source.clone())
+        }
+        (OriginationMode::Mutual, _, Some(path)) => read_certs("clientCertificate", path)
+            .ok()
+            .and_then(|chain| first_uri_san(chain.first()?.as_ref()))
+            .map_or(LocalCertificate::None, LocalCertificate::Fixed),
+        _ => LocalCertificate::None,
+    }
 }
 
 fn file_err(field: &'static str, path: &str, reason: String) -> OriginationError {

@@ -35,6 +35,10 @@
 //! pooled client learns HTTP/2 from the handshake (Istio's in-mesh ALPN adds `istio` and
 //! `istio-peer-exchange`, which only its own metadata exchange uses).
 //!
+//! Principals: a TLS connection's two URI SANs (this side's certificate and the endpoint's)
+//! go into the extensions of every response over it as an [`UpstreamTls`], which Istio's
+//! client-side metrics read (`source_principal`, `destination_principal`).
+//!
 //! Pools: the decision is part of the pooled client's key ([`ClientSettings`](super::ClientSettings)),
 //! so a connection made with one TLS setting is never reused for another. Failures: a config
 //! that cannot work (ISTIO_MUTUAL without an identity, an unreadable file) is an
@@ -58,8 +62,8 @@ use mesh_core::model::{
 };
 use rustls_pki_types::ServerName;
 
-pub(crate) use config::client_config;
-pub use connector::{Originate, TlsHandshakeError, UpstreamStream};
+pub(crate) use config::{client_config, local_certificate};
+pub use connector::{Originate, TlsHandshakeError, UpstreamStream, UpstreamTls};
 
 use super::ClusterKey;
 

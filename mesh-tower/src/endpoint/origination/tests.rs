@@ -420,6 +420,58 @@ fn unreadable_files_name_the_field_and_path() {
 }
 
 #[test]
+fn the_local_principal_is_the_presented_certificates_uri_san() {
+    use crate::tls::{CertificateAuthority, IdentitySource};
+    let ca = CertificateAuthority::generate("origination test CA").unwrap();
+    let issued = ca
+        .issue(
+            &Identity::new("cluster.local", "default", "productpage"),
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap();
+    let productpage = "spiffe://cluster.local/ns/default/sa/productpage";
+    let dir = std::env::temp_dir().join(format!("mesh-origination-local-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = dir.join("cert.pem");
+    std::fs::write(&cert, issued.chain_pem()).unwrap();
+    let key = |mode, client_certificate: Option<&std::path::Path>| TlsKey {
+        mode,
+        sni: "api.example.com".into(),
+        subject_alt_names: Vec::new(),
+        ca_certificates: None,
+        client_certificate: client_certificate.map(|p| p.display().to_string()),
+        private_key: None,
+        insecure_skip_verify: false,
+        h2: false,
+    };
+    let principal = |k: &TlsKey, identity: Option<&IdentitySource>| match config::local_certificate(
+        k, identity,
+    ) {
+        connector::LocalCertificate::None => None,
+        connector::LocalCertificate::Fixed(p) => Some(p.to_string()),
+        connector::LocalCertificate::Workload(s) => Some(s.identity().to_string()),
+    };
+    // MUTUAL: the clientCertificate file's.
+    let mutual = key(OriginationMode::Mutual, Some(&cert));
+    assert_eq!(principal(&mutual, None).as_deref(), Some(productpage));
+    // ISTIO_MUTUAL: the workload's.
+    let source = IdentitySource::new(issued.workload_certificate().unwrap()).unwrap();
+    let istio = key(OriginationMode::IstioMutual, None);
+    assert_eq!(
+        principal(&istio, Some(&source)).as_deref(),
+        Some(productpage)
+    );
+    // SIMPLE presents none, nor does a file that cannot be read.
+    assert_eq!(
+        principal(&key(OriginationMode::Simple, None), Some(&source)),
+        None
+    );
+    let missing = key(OriginationMode::Mutual, Some(&dir.join("missing.pem")));
+    assert_eq!(principal(&missing, None), None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn subject_alt_names_match_dns_and_uri_sans() {
     assert!(san_matches("api.example.com", "api.example.com"));
     assert!(san_matches("api.example.com", "API.example.com"));
