@@ -7,6 +7,12 @@
 //! that originates mutual TLS with the workload certificates of one CA (`mesh ca`), and a
 //! server-side proxy that terminates it, checks the peer and forwards to the upstream with
 //! `x-forwarded-client-cert`.
+//!
+//! The single proxies also forward gRPC (issue 8's gRPC unary scenario) to the gRPC upstream
+//! over HTTP/2: on a listener of their own (nginx `grpc_pass`, HAProxy `proto h2`, Envoy a
+//! cluster with HTTP/2 protocol options), or, for mesh, on the same outbound listener by the
+//! authority (a second ServiceEntry host whose port is declared `GRPC`, which makes mesh speak
+//! HTTP/2 to it, as Istio's sidecar does for a `grpc` port).
 
 use std::{
     net::SocketAddr,
@@ -18,6 +24,8 @@ use crate::procs::{Proc, free_port, wait_listening, wait_ready};
 
 /// The authority clients send: mesh routes by it (a ServiceEntry host); the others ignore it.
 pub const HOST: &str = "upstream.bench.local";
+/// The authority gRPC clients send: mesh's ServiceEntry host for the gRPC upstream.
+pub const GRPC_HOST: &str = "grpc.bench.local";
 /// The SPIFFE identity of the server-side proxy in the two-proxy contenders.
 const SERVER_ID: &str = "spiffe://cluster.local/ns/default/sa/bench-server";
 
@@ -77,6 +85,13 @@ impl Kind {
     pub fn has_proxy(self) -> bool {
         self != Kind::Direct
     }
+
+    /// Whether the gRPC tests run through it: not through the two-proxy pairs, whose server
+    /// side forwards to the one HTTP app (mesh's `--app`); a gRPC pair would need a second
+    /// pair of processes.
+    pub fn forwards_grpc(self) -> bool {
+        !matches!(self, Kind::MeshMtls | Kind::EnvoyMtls)
+    }
 }
 
 /// Where the tools are; `None` for a contender the run script could not get.
@@ -105,6 +120,8 @@ impl Tools {
 pub struct Ctx {
     pub work: PathBuf,
     pub upstream: SocketAddr,
+    /// The gRPC upstream (`upstream --grpc`).
+    pub grpc_upstream: SocketAddr,
     pub tools: Tools,
     /// `taskset -c` list for the proxies (`None`: not pinned).
     pub proxy_cpus: Option<String>,
@@ -120,6 +137,9 @@ pub struct Running {
     pub h1: SocketAddr,
     /// h2c (prior knowledge) listener: the same as `h1` where the proxy tells them apart.
     pub h2: SocketAddr,
+    /// gRPC (h2c) listener, forwarding to the gRPC upstream; `None` where the contender does
+    /// not forward gRPC ([`Kind::forwards_grpc`]).
+    pub grpc: Option<SocketAddr>,
 }
 
 impl Running {
@@ -146,6 +166,7 @@ pub fn start(kind: Kind, ctx: &Ctx) -> Result<Running, String> {
             procs: Vec::new(),
             h1: ctx.upstream,
             h2: ctx.upstream,
+            grpc: Some(ctx.grpc_upstream),
         },
         Kind::Mesh => mesh_single(ctx, &dir)?,
         Kind::MeshMtls => mesh_pair(ctx, &dir)?,
@@ -161,6 +182,10 @@ pub fn start(kind: Kind, ctx: &Ctx) -> Result<Running, String> {
         // An h2c-only port does not answer the HTTP/1.1 probe: it has to accept connections
         // (the h2c runs themselves count any failed request).
         wait_listening(running.h2, within).map_err(logs)?;
+    }
+    if let Some(grpc) = running.grpc {
+        // A gRPC call through it fails the warm-up and is counted by the runs themselves.
+        wait_listening(grpc, within).map_err(logs)?;
     }
     Ok(running)
 }
@@ -200,8 +225,21 @@ spec:
   endpoints:
   - address: 127.0.0.1
     ports: {{http: {port}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: grpc, namespace: default}}
+spec:
+  hosts: [{GRPC_HOST}]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: grpc, protocol: GRPC}}]
+  endpoints:
+  - address: 127.0.0.1
+    ports: {{grpc: {grpc}}}
 ",
-            port = ctx.upstream.port()
+            port = ctx.upstream.port(),
+            grpc = ctx.grpc_upstream.port(),
         ),
     )?;
     let port = free_port();
@@ -218,6 +256,7 @@ spec:
         procs: vec![proc],
         h1: local(port),
         h2: local(port),
+        grpc: Some(local(port)),
     })
 }
 
@@ -291,16 +330,19 @@ spec:
         procs: vec![client, server],
         h1: local(outbound),
         h2: local(outbound),
+        grpc: None,
     })
 }
 
 // === nginx ===
 
 /// nginx speaks h2c only on a port of its own (`listen ... http2` without TLS takes no HTTP/1.1),
-/// so it gets two listeners. Its defaults close a keep-alive connection after 1,000 requests on
-/// either side; these limits are lifted, as the other proxies have none.
+/// so it gets two listeners, and a third for gRPC (`grpc_pass`: HTTP/2 to the gRPC upstream,
+/// the one upstream protocol besides HTTP/1.1 it has). Its defaults close a keep-alive
+/// connection after 1,000 requests on either side; these limits are lifted, as the other
+/// proxies have none.
 fn nginx(ctx: &Ctx, dir: &Path) -> Result<Running, String> {
-    let (h1, h2) = (free_port(), free_port());
+    let (h1, h2, grpc) = (free_port(), free_port(), free_port());
     let d = dir.display();
     let config = dir.join("nginx.conf");
     write(
@@ -336,9 +378,21 @@ http {{
             proxy_set_header Connection \"\";
         }}
     }}
+    upstream bench_grpc {{
+        server {grpc_up};
+        keepalive 64;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{grpc} http2;
+        location / {{
+            grpc_pass grpc://bench_grpc;
+        }}
+    }}
 }}
 ",
             up = ctx.upstream,
+            grpc_up = ctx.grpc_upstream,
         ),
     )?;
     let bin = ctx.tools.nginx.as_ref().expect("checked by Tools::missing");
@@ -359,13 +413,16 @@ http {{
         procs: vec![proc],
         h1: local(h1),
         h2: local(h2),
+        grpc: Some(local(grpc)),
     })
 }
 
 // === HAProxy ===
 
+/// gRPC gets a frontend and backend of its own: h2c on both sides (`proto h2` on the `bind`
+/// and on the `server` line).
 fn haproxy(ctx: &Ctx, dir: &Path) -> Result<Running, String> {
-    let (h1, h2) = (free_port(), free_port());
+    let (h1, h2, grpc) = (free_port(), free_port(), free_port());
     let config = dir.join("haproxy.cfg");
     write(
         &config,
@@ -390,8 +447,17 @@ frontend bench
 backend upstream
     http-reuse always
     server upstream {up}
+
+frontend grpc
+    bind 127.0.0.1:{grpc} proto h2
+    default_backend grpc_upstream
+
+backend grpc_upstream
+    http-reuse always
+    server upstream {grpc_up} proto h2
 ",
             up = ctx.upstream,
+            grpc_up = ctx.grpc_upstream,
         ),
     )?;
     let bin = ctx
@@ -411,6 +477,7 @@ backend upstream
         procs: vec![proc],
         h1: local(h1),
         h2: local(h2),
+        grpc: Some(local(grpc)),
     })
 }
 
@@ -418,8 +485,9 @@ backend upstream
 
 /// The HTTP connection manager: `codec_type: AUTO` takes HTTP/1.1 and h2c on one port; no
 /// access log is configured. `server_side` adds what Istio's inbound sidecar does with the
-/// peer's certificate (`x-forwarded-client-cert`, as mesh does).
-fn envoy_hcm(server_side: bool) -> String {
+/// peer's certificate (`x-forwarded-client-cert`, as mesh does). Every request goes to
+/// `cluster`.
+fn envoy_hcm(server_side: bool, cluster: &str) -> String {
     let xfcc = if server_side {
         "
           forward_client_cert_details: SANITIZE_SET
@@ -439,7 +507,7 @@ fn envoy_hcm(server_side: bool) -> String {
               domains: [\"*\"]
               routes:
               - match: {{prefix: \"/\"}}
-                route: {{cluster: upstream}}
+                route: {{cluster: {cluster}}}
           http_filters:
           - name: envoy.filters.http.router
             typed_config:
@@ -464,6 +532,39 @@ fn envoy_tls_common(certs: &Path, id: &str) -> String {
     )
 }
 
+/// A gRPC listener on `port` and its cluster, which speaks HTTP/2 to `to` (Envoy's clusters
+/// speak HTTP/1.1 unless told otherwise): the `listeners` and `clusters` entries.
+fn envoy_grpc(port: u16, to: SocketAddr) -> (String, String) {
+    let hcm = envoy_hcm(false, "upstream_grpc");
+    let listener = format!(
+        "  - name: grpc
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {port}}}}}
+    filter_chains:
+    - filters:
+{hcm}"
+    );
+    let cluster = format!(
+        "  - name: upstream_grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: upstream_grpc
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {p}}}}}}}
+",
+        ip = to.ip(),
+        p = to.port(),
+    );
+    (listener, cluster)
+}
+
+/// `grpc`: a gRPC listener port and the gRPC upstream, for the single proxy.
 fn envoy_config(
     listen: u16,
     admin: u16,
@@ -471,6 +572,7 @@ fn envoy_config(
     downstream_tls: Option<String>,
     upstream_tls: Option<String>,
     server_side: bool,
+    grpc: Option<(u16, SocketAddr)>,
 ) -> String {
     let listener_tls = downstream_tls
         .map(|t| {
@@ -497,7 +599,10 @@ fn envoy_config(
             )
         })
         .unwrap_or_default();
-    let hcm = envoy_hcm(server_side);
+    let hcm = envoy_hcm(server_side, "upstream");
+    let (grpc_listener, grpc_cluster) = grpc
+        .map(|(port, to)| envoy_grpc(port, to))
+        .unwrap_or_default();
     format!(
         "admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
@@ -507,7 +612,7 @@ static_resources:
     address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
     filter_chains:
     - filters:
-{hcm}{listener_tls}  clusters:
+{hcm}{listener_tls}{grpc_listener}  clusters:
   - name: upstream
     type: STATIC
     connect_timeout: 1s
@@ -516,7 +621,7 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {{address: {{socket_address: {{address: {ip}, port_value: {port}}}}}}}
-{cluster_tls}",
+{cluster_tls}{grpc_cluster}",
         ip = to.ip(),
         port = to.port(),
     )
@@ -545,13 +650,22 @@ fn envoy_proc(ctx: &Ctx, dir: &Path, name: &str, config: &str) -> Result<Proc, S
 }
 
 fn envoy_single(ctx: &Ctx, dir: &Path) -> Result<Running, String> {
-    let port = free_port();
-    let config = envoy_config(port, free_port(), ctx.upstream, None, None, false);
+    let (port, grpc) = (free_port(), free_port());
+    let config = envoy_config(
+        port,
+        free_port(),
+        ctx.upstream,
+        None,
+        None,
+        false,
+        Some((grpc, ctx.grpc_upstream)),
+    );
     let proc = envoy_proc(ctx, dir, "envoy", &config)?;
     Ok(Running {
         procs: vec![proc],
         h1: local(port),
         h2: local(port),
+        grpc: Some(local(grpc)),
     })
 }
 
@@ -565,6 +679,7 @@ fn envoy_pair(ctx: &Ctx, dir: &Path) -> Result<Running, String> {
         Some(server_tls),
         None,
         true,
+        None,
     );
     let server = envoy_proc(ctx, dir, "envoy-server", &server)?;
     let client_tls = format!(
@@ -582,11 +697,13 @@ fn envoy_pair(ctx: &Ctx, dir: &Path) -> Result<Running, String> {
         None,
         Some(client_tls),
         false,
+        None,
     );
     let client = envoy_proc(ctx, dir, "envoy-client", &client)?;
     Ok(Running {
         procs: vec![client, server],
         h1: local(outbound),
         h2: local(outbound),
+        grpc: None,
     })
 }

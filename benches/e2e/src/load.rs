@@ -1,6 +1,8 @@
 //! The load generators and what their output says: oha for fixed-rate latency (with its
 //! coordinated-omission correction), wrk for HTTP/1.1 closed-loop throughput, h2load for h2c
-//! closed-loop throughput. Each runs pinned to the load cores, one thread.
+//! closed-loop throughput, and the harness's own `grpc-load` (`src/bin/grpc-load.rs`) for gRPC
+//! unary, both fixed-rate (corrected as oha is) and closed loop. Each runs pinned to the load
+//! cores, one thread.
 
 use std::{
     net::SocketAddr,
@@ -9,12 +11,14 @@ use std::{
     time::Duration,
 };
 
-use crate::contenders::HOST;
+use crate::contenders::{GRPC_HOST, HOST};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
     H2c,
+    /// gRPC unary calls over h2c, to the gRPC upstream (`upstream --grpc`).
+    Grpc,
 }
 
 impl Protocol {
@@ -22,6 +26,7 @@ impl Protocol {
         match self {
             Protocol::Http1 => "http1",
             Protocol::H2c => "h2c",
+            Protocol::Grpc => "grpc",
         }
     }
 
@@ -29,15 +34,27 @@ impl Protocol {
         match self {
             Protocol::Http1 => "HTTP/1.1",
             Protocol::H2c => "h2c",
+            Protocol::Grpc => "gRPC unary",
         }
+    }
+
+    /// The `--protocols` list's ids.
+    pub fn from_id(id: &str) -> Option<Protocol> {
+        [Protocol::Http1, Protocol::H2c, Protocol::Grpc]
+            .into_iter()
+            .find(|p| p.id() == id)
     }
 }
 
 /// One test a contender goes through in every round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Test {
-    /// oha at a fixed rate (requests per second) over `conns` connections.
+    /// oha (grpc-load for gRPC) at a fixed rate (requests per second) over `conns` connections.
     Fixed { rps: u32, conns: u32 },
+    /// A fixed-rate run at half the slowest proxy's closed-loop maximum in the same round (the
+    /// issue's "50% of the slowest contender's maximum"): a rate that every proxy sustains, yet
+    /// far from idle. The round sets the rate; the driver runs it as `Fixed` at that rate.
+    HalfMax { conns: u32 },
     /// As many requests as the contender serves: wrk (HTTP/1.1, `conns` connections) or h2load
     /// (h2c, `conns` connections of `streams` concurrent streams each).
     Max { conns: u32, streams: u32 },
@@ -47,6 +64,7 @@ impl Test {
     pub fn id(self) -> String {
         match self {
             Test::Fixed { rps, conns } => format!("fixed-{rps}rps-c{conns}"),
+            Test::HalfMax { conns } => format!("fixed-halfmax-c{conns}"),
             Test::Max { conns, streams: 1 } => format!("max-c{conns}"),
             Test::Max { conns, streams } => format!("max-c{conns}-m{streams}"),
         }
@@ -55,6 +73,9 @@ impl Test {
     pub fn label(self) -> String {
         match self {
             Test::Fixed { rps, conns } => format!("{rps} rps over {conns} connections"),
+            Test::HalfMax { conns } => {
+                format!("50% of the slowest maximum over {conns} connections")
+            }
             Test::Max { conns, streams: 1 } => {
                 format!("closed-loop maximum, {conns} connections")
             }
@@ -71,6 +92,8 @@ pub struct Generators {
     pub oha: Option<PathBuf>,
     pub wrk: PathBuf,
     pub h2load: PathBuf,
+    /// The harness's gRPC load generator (`None`: gRPC tests are skipped).
+    pub grpc_load: Option<PathBuf>,
     pub cpus: Option<String>,
 }
 
@@ -107,10 +130,24 @@ impl Generators {
         addr: SocketAddr,
         secs: u32,
     ) -> Result<Outcome, String> {
-        match test {
-            Test::Fixed { rps, conns } => self.oha(protocol, addr, rps, conns, secs),
-            Test::Max { conns, .. } if protocol == Protocol::Http1 => self.wrk(addr, conns, secs),
-            Test::Max { conns, streams } => self.h2load(addr, conns, streams, secs),
+        match (protocol, test) {
+            (_, Test::HalfMax { .. }) => Err(
+                "a half-maximum test runs at the rate its round's maxima set: the driver passes it as Test::Fixed at that rate".into(),
+            ),
+            (Protocol::Grpc, Test::Fixed { rps, conns }) => {
+                self.grpc_load(addr, conns, &["--rps", &rps.to_string()], secs)
+            }
+            (Protocol::Grpc, Test::Max { conns, streams }) => self.grpc_load(
+                addr,
+                conns,
+                &["--max", "--streams", &streams.to_string()],
+                secs,
+            ),
+            (_, Test::Fixed { rps, conns }) => self.oha(protocol, addr, rps, conns, secs),
+            (Protocol::Http1, Test::Max { conns, .. }) => self.wrk(addr, conns, secs),
+            (Protocol::H2c, Test::Max { conns, streams }) => {
+                self.h2load(addr, conns, streams, secs)
+            }
         }
     }
 
@@ -119,6 +156,7 @@ impl Generators {
         let run = match protocol {
             Protocol::Http1 => self.wrk(addr, 4, 1),
             Protocol::H2c => self.h2load(addr, 2, 4, 1),
+            Protocol::Grpc => self.grpc_load(addr, 2, &["--max", "--streams", "4"], 1),
         };
         run.map(|_| ())
     }
@@ -192,6 +230,27 @@ impl Generators {
         .arg(format!("http://{addr}/"));
         let out = output(cmd, "h2load", secs)?;
         parse_h2load(&out)
+    }
+
+    /// `grpc-load` against `addr` (`mode`: `--rps R` or `--max --streams M`), with gRPC's
+    /// authority, which mesh routes by.
+    fn grpc_load(
+        &self,
+        addr: SocketAddr,
+        conns: u32,
+        mode: &[&str],
+        secs: u32,
+    ) -> Result<Outcome, String> {
+        let bin = self
+            .grpc_load
+            .as_ref()
+            .ok_or("grpc-load was not built: gRPC tests need it")?;
+        let mut cmd = self.command(bin);
+        cmd.args(["--addr", &addr.to_string(), "--authority", GRPC_HOST])
+            .args(["--conns", &conns.to_string(), "--secs", &secs.to_string()])
+            .args(mode);
+        let out = output(cmd, "grpc-load", secs)?;
+        parse_grpc_load(&out)
     }
 }
 
@@ -267,6 +326,31 @@ pub fn parse_oha(out: &str) -> Result<Outcome, String> {
         p99: ms("p99"),
         p999: ms("p99.9"),
         errors,
+    })
+}
+
+/// `grpc-load`'s JSON line (`mesh_e2e_bench::grpc::load::Report::to_json`): latencies already
+/// in milliseconds. A run in which no call succeeded is an error, with the first failure's
+/// reason.
+pub fn parse_grpc_load(out: &str) -> Result<Outcome, String> {
+    let v: serde_json::Value = serde_json::from_str(out.trim())
+        .map_err(|e| format!("grpc-load's JSON did not parse ({e}): {}", snippet(out)))?;
+    let requests = v["requests"].as_u64().unwrap_or(0);
+    if requests == 0 {
+        return Err(format!(
+            "grpc-load: no call succeeded ({} failed; the first: {})",
+            v["errors"].as_u64().unwrap_or(0),
+            v["first_error"].as_str().unwrap_or("none reported")
+        ));
+    }
+    Ok(Outcome {
+        requests,
+        rps: v["rps"].as_f64().unwrap_or(0.0),
+        p50: v["p50_ms"].as_f64(),
+        p90: v["p90_ms"].as_f64(),
+        p99: v["p99_ms"].as_f64(),
+        p999: v["p99.9_ms"].as_f64(),
+        errors: v["errors"].as_u64().unwrap_or(0),
     })
 }
 

@@ -1,11 +1,12 @@
 //! `mesh-e2e`: the end-to-end benchmark driver behind `benches/e2e/run` (issue 8).
 //!
-//! Starts the fast upstream, then, round after round, each contender in turn (direct, mesh,
-//! nginx, HAProxy, Envoy, mesh → mesh with mTLS, Envoy → Envoy with mTLS), drives it with the
-//! load generators over HTTP/1.1 and h2c, reads the proxies' CPU time and memory from
-//! `/proc`, stops it, and finally writes `latest.md` and `latest.json` with the medians of the
-//! per-round ratios. The contenders' order rotates from round to round, so none always runs
-//! first or last.
+//! Starts the fast upstreams (HTTP, and gRPC), then, round after round, each contender in turn
+//! (direct, mesh, nginx, HAProxy, Envoy, mesh → mesh with mTLS, Envoy → Envoy with mTLS),
+//! drives it with the load generators over HTTP/1.1, h2c and gRPC, reads the proxies' CPU time
+//! and memory from `/proc`, stops it, and finally writes `latest.md` and `latest.json` with the
+//! medians of the per-round ratios. The contenders' order rotates from round to round, so none
+//! always runs first or last. Once every contender has had its closed-loop maximum in a round,
+//! each is started again for the fixed-rate runs at half the slowest proxy's maximum.
 //!
 //! The `run` script finds or installs the tools and passes their paths; run `run --help`.
 
@@ -32,15 +33,18 @@ use procs::Proc;
 use report::{Context, Measured, Record};
 
 const USAGE: &str = "usage: mesh-e2e --mesh PATH --upstream PATH --wrk PATH --h2load PATH
-    [--oha PATH] [--nginx PATH] [--haproxy PATH] [--envoy PATH]
+    [--oha PATH] [--grpc-load PATH] [--nginx PATH] [--haproxy PATH] [--envoy PATH]
     [--rounds N] [--quick] [--fixed-secs S] [--max-secs S] [--only ID,...]
-    [--profile SECS] [--out DIR] [--work DIR] [--command TEXT]
+    [--protocols ID,...] [--profile SECS] [--out DIR] [--work DIR] [--command TEXT]
 
   --rounds N       rounds of every contender (default 5)
   --quick          1 round, 2 s fixed-rate and 3 s closed-loop runs
-  --fixed-secs S   length of each fixed-rate (1,000 rps) run (default 4)
+  --fixed-secs S   length of each fixed-rate run (1,000 rps, and half the slowest maximum)
+                   (default 4)
   --max-secs S     length of each closed-loop maximum-throughput run (default 4)
   --only IDS       contenders to run, of: direct,mesh,nginx,haproxy,envoy,mesh-mtls,envoy-mtls
+  --protocols IDS  protocols to test, of: http1,h2c,grpc (default all; the half-maximum runs
+                   need http1)
   --profile SECS   after the rounds, `perf record` mesh under HTTP/1.1 closed-loop load
   --out DIR        where latest.md, latest.json (and profile-mesh.txt) go
   --work DIR       scratch folder for configs, certificates and logs (emptied first)";
@@ -54,6 +58,7 @@ struct Options {
     fixed_secs: u32,
     max_secs: u32,
     kinds: Vec<Kind>,
+    protocols: Vec<Protocol>,
     profile_secs: u32,
     out: PathBuf,
     work: PathBuf,
@@ -72,11 +77,13 @@ fn parse_args() -> Result<Options, String> {
     let mut wrk = None;
     let mut h2load = None;
     let mut oha = None;
+    let mut grpc_load = None;
     let (mut nginx, mut haproxy, mut envoy) = (None, None, None);
     let mut rounds = 5;
     let (mut fixed_secs, mut max_secs) = (4, 4);
     let mut quick = false;
     let mut kinds = Kind::ALL.to_vec();
+    let mut protocols = vec![Protocol::Http1, Protocol::H2c, Protocol::Grpc];
     let mut profile_secs = 0;
     let mut out = PathBuf::from("benches/e2e/results");
     let mut work = PathBuf::from("benches/e2e/work");
@@ -95,6 +102,7 @@ fn parse_args() -> Result<Options, String> {
             "--wrk" => wrk = Some(path(&a, args.next())?),
             "--h2load" => h2load = Some(path(&a, args.next())?),
             "--oha" => oha = optional(args.next()),
+            "--grpc-load" => grpc_load = optional(args.next()),
             "--nginx" => nginx = optional(args.next()),
             "--haproxy" => haproxy = optional(args.next()),
             "--envoy" => envoy = optional(args.next()),
@@ -117,6 +125,17 @@ fn parse_args() -> Result<Options, String> {
                     .collect::<Result<_, _>>()?;
                 kinds.sort();
                 kinds.dedup();
+            }
+            "--protocols" => {
+                let list = args.next().unwrap_or_default();
+                protocols = list
+                    .split(',')
+                    .map(|id| {
+                        Protocol::from_id(id.trim()).ok_or_else(|| {
+                            format!("--protocols: unknown protocol `{id}`\n\n{USAGE}")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -145,12 +164,14 @@ fn parse_args() -> Result<Options, String> {
             oha,
             wrk: need(wrk, "--wrk")?,
             h2load: need(h2load, "--h2load")?,
+            grpc_load,
             cpus: None,
         },
         rounds,
         fixed_secs,
         max_secs,
         kinds,
+        protocols,
         profile_secs,
         out,
         work,
@@ -158,8 +179,10 @@ fn parse_args() -> Result<Options, String> {
     })
 }
 
-/// The tests every contender goes through, in this order, in every round: the fixed-rate runs
-/// first, so the closed-loop run's memory growth does not show in them.
+/// The tests, in the report's order. In every round each contender goes through all but the
+/// half-maximum ones in this order, the fixed-rate runs of a protocol before its closed-loop
+/// run, so the closed-loop run's memory growth does not show in them; then, once the round's
+/// maxima are known, each contender is started afresh for the half-maximum runs.
 fn tests() -> Vec<(Protocol, Test)> {
     vec![
         (
@@ -176,6 +199,8 @@ fn tests() -> Vec<(Protocol, Test)> {
                 conns: 16,
             },
         ),
+        (Protocol::Http1, Test::HalfMax { conns: 4 }),
+        (Protocol::Http1, Test::HalfMax { conns: 16 }),
         (
             Protocol::Http1,
             Test::Max {
@@ -192,6 +217,20 @@ fn tests() -> Vec<(Protocol, Test)> {
         ),
         (
             Protocol::H2c,
+            Test::Max {
+                conns: 4,
+                streams: 16,
+            },
+        ),
+        (
+            Protocol::Grpc,
+            Test::Fixed {
+                rps: 1000,
+                conns: 16,
+            },
+        ),
+        (
+            Protocol::Grpc,
             Test::Max {
                 conns: 4,
                 streams: 16,
@@ -253,18 +292,38 @@ fn run(mut opts: Options) -> Result<(), String> {
             None => kinds.push(*k),
         }
     }
+    let has_oha = opts.generators.oha.is_some();
+    let has_grpc_load = opts.generators.grpc_load.is_some();
     let tests: Vec<(Protocol, Test)> = tests()
         .into_iter()
-        .filter(|(_, t)| opts.generators.oha.is_some() || !matches!(t, Test::Fixed { .. }))
+        .filter(|(p, _)| opts.protocols.contains(p))
+        .filter(|(p, t)| match (p, t) {
+            (Protocol::Grpc, _) => has_grpc_load,
+            (_, Test::Max { .. }) => true,
+            _ => has_oha,
+        })
         .collect();
-    if opts.generators.oha.is_none() {
-        notes.push("Fixed-rate tests skipped: oha is not installed.".into());
+    if !has_oha {
+        notes.push("HTTP fixed-rate tests skipped: oha is not installed.".into());
     }
+    if !has_grpc_load && opts.protocols.contains(&Protocol::Grpc) {
+        notes.push("gRPC tests skipped: grpc-load was not given (--grpc-load).".into());
+    }
+    let (half_max, first): (Vec<_>, Vec<_>) = tests
+        .iter()
+        .copied()
+        .partition(|(_, t)| matches!(t, Test::HalfMax { .. }));
 
-    let (_upstream, upstream_addr) = start_upstream(&opts.upstream, upstream_cpus.as_deref())?;
+    let (_upstream, upstream_addr) = start_upstream(&opts.upstream, upstream_cpus.as_deref(), &[])?;
+    let (_grpc_upstream, grpc_upstream) = start_upstream(
+        &opts.upstream,
+        upstream_cpus.as_deref(),
+        &["--grpc".to_owned()],
+    )?;
     let ctx = Ctx {
         work: work.clone(),
         upstream: upstream_addr,
+        grpc_upstream,
         tools: opts.tools.clone(),
         proxy_cpus: proxy_cpus.clone(),
         certs,
@@ -273,12 +332,59 @@ fn run(mut opts: Options) -> Result<(), String> {
     let load_before = loadavg();
     let started = date();
     let mut records = Vec::new();
+    let mut half_rates = Vec::new();
     for round in 0..opts.rounds {
         let mut order = kinds.clone();
         order.rotate_left(round % kinds.len().max(1));
-        for kind in order {
-            eprintln!("[round {}/{}] {}", round + 1, opts.rounds, kind.label());
-            measure(kind, round, &ctx, &opts, &tests, clk, &mut records);
+        for &kind in &order {
+            measure(kind, round, &ctx, &opts, &first, None, clk, &mut records);
+        }
+        if half_max.is_empty() {
+            continue;
+        }
+        let Some((slowest, max)) = report::slowest_max(&records, round, Protocol::Http1) else {
+            half_rates.push(format!(
+                "round {}: not run (no proxy's HTTP/1.1 maximum was measured)",
+                round + 1
+            ));
+            continue;
+        };
+        let rate = ((max / 2.0).round() as u32).max(1);
+        half_rates.push(format!(
+            "round {}: {rate} rps (half of {}'s {max:.0})",
+            round + 1,
+            slowest.label()
+        ));
+        for &kind in &order {
+            measure(
+                kind,
+                round,
+                &ctx,
+                &opts,
+                &half_max,
+                Some(rate),
+                clk,
+                &mut records,
+            );
+        }
+    }
+    if !half_rates.is_empty() {
+        notes.push(format!(
+            "Half-maximum runs (HTTP/1.1, oha as at 1,000 rps): the rate is half the lowest HTTP/1.1 closed-loop maximum of the proxies (not `direct`) in the same round, each proxy started afresh for them after every contender's closed-loop runs: {}.",
+            half_rates.join("; ")
+        ));
+    }
+    if tests.iter().any(|(p, _)| *p == Protocol::Grpc) {
+        let pairs: Vec<&str> = kinds
+            .iter()
+            .filter(|k| !k.forwards_grpc())
+            .map(|k| k.label())
+            .collect();
+        if !pairs.is_empty() {
+            notes.push(format!(
+                "gRPC is not measured through {}: the server-side proxy forwards to the one HTTP app, so a gRPC pair would need a second pair of processes.",
+                pairs.join(" and ")
+            ));
         }
     }
 
@@ -296,11 +402,14 @@ fn run(mut opts: Options) -> Result<(), String> {
             ("rounds".into(), opts.rounds.to_string()),
             (
                 "fixed-rate run".into(),
-                format!("{} s (oha, `--latency-correction`)", opts.fixed_secs),
+                format!(
+                    "{} s (oha, `--latency-correction`; gRPC: grpc-load, latency from each call's due time when it is sent late)",
+                    opts.fixed_secs
+                ),
             ),
             (
                 "closed-loop run".into(),
-                format!("{} s (wrk / h2load, one thread)", opts.max_secs),
+                format!("{} s (wrk / h2load / grpc-load, one thread)", opts.max_secs),
             ),
             (
                 "pinning".into(),
@@ -316,7 +425,7 @@ fn run(mut opts: Options) -> Result<(), String> {
         tests: tests.clone(),
     };
     context.notes.push(
-        "Upstream: one-thread hyper server answering 200 with 1 KiB; every proxy speaks HTTP/1.1 to it (h2c is downstream only), and the two-proxy contenders speak HTTP/1.1 over mutual TLS 1.3 between them.".into(),
+        "Upstream: one-thread hyper server answering 200 with 1 KiB; every proxy speaks HTTP/1.1 to it (h2c is downstream only), and the two-proxy contenders speak HTTP/1.1 over mutual TLS 1.3 between them. gRPC: a second one-thread server (hyper HTTP/2, tonic's prost codec) answering a unary call with a 1 KiB payload, which every proxy reaches over h2c (mesh: a ServiceEntry port with `protocol: GRPC`; nginx `grpc_pass`; HAProxy `proto h2`; Envoy HTTP/2 protocol options on the cluster).".into(),
     );
     if opts.profile_secs > 0 {
         match profile(&ctx, &opts, opts.profile_secs) {
@@ -380,8 +489,12 @@ fn certificates(mesh: &Path, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn start_upstream(bin: &Path, cpus: Option<&str>) -> Result<(Proc, SocketAddr), String> {
-    let (proc, mut stdout) = Proc::spawn_piped("upstream", cpus, bin, &[])?;
+fn start_upstream(
+    bin: &Path,
+    cpus: Option<&str>,
+    args: &[String],
+) -> Result<(Proc, SocketAddr), String> {
+    let (proc, mut stdout) = Proc::spawn_piped("upstream", cpus, bin, args)?;
     let mut line = String::new();
     stdout
         .read_line(&mut line)
@@ -394,19 +507,39 @@ fn start_upstream(bin: &Path, cpus: Option<&str>) -> Result<(Proc, SocketAddr), 
     Ok((proc, addr))
 }
 
-/// Starts `kind`, runs every test through it, and stops it.
+/// Starts `kind`, runs every test through it (the gRPC ones only where it forwards gRPC), and
+/// stops it. `half_rate` is the rate of this round's half-maximum tests.
+#[allow(clippy::too_many_arguments)]
 fn measure(
     kind: Kind,
     round: usize,
     ctx: &Ctx,
     opts: &Options,
     tests: &[(Protocol, Test)],
+    half_rate: Option<u32>,
     clk: f64,
     records: &mut Vec<Record>,
 ) {
+    let tests: Vec<(Protocol, Test)> = tests
+        .iter()
+        .copied()
+        .filter(|(p, _)| *p != Protocol::Grpc || kind.forwards_grpc())
+        .collect();
+    if tests.is_empty() {
+        return;
+    }
+    eprintln!(
+        "[round {}/{}] {}{}",
+        round + 1,
+        opts.rounds,
+        kind.label(),
+        half_rate
+            .map(|r| format!(" at half the slowest maximum: {r} rps"))
+            .unwrap_or_default()
+    );
     let fail = |records: &mut Vec<Record>, e: &str| {
         eprintln!("  {e}");
-        for (protocol, test) in tests {
+        for (protocol, test) in &tests {
             records.push(Record {
                 round,
                 kind,
@@ -421,10 +554,14 @@ fn measure(
         Err(e) => return fail(records, &e),
     };
     let mut warmed = Vec::new();
-    for (protocol, test) in tests {
+    for (protocol, test) in &tests {
         let addr = match protocol {
             Protocol::Http1 => running.h1,
             Protocol::H2c => running.h2,
+            Protocol::Grpc => match running.grpc {
+                Some(addr) => addr,
+                None => continue,
+            },
         };
         if !warmed.contains(protocol) {
             if let Err(e) = opts.generators.warm_up(*protocol, addr) {
@@ -433,15 +570,20 @@ fn measure(
             warmed.push(*protocol);
         }
         let secs = match test {
-            Test::Fixed { .. } => opts.fixed_secs,
+            Test::Fixed { .. } | Test::HalfMax { .. } => opts.fixed_secs,
             Test::Max { .. } => opts.max_secs,
+        };
+        // A half-maximum test runs at this round's rate; it is recorded under its own id.
+        let run_as = match (*test, half_rate) {
+            (Test::HalfMax { conns }, Some(rps)) => Test::Fixed { rps, conns },
+            (t, _) => t,
         };
         let pids = if kind.has_proxy() {
             running.pids()
         } else {
             Vec::new()
         };
-        let result = measure_one(&opts.generators, *test, *protocol, addr, secs, &pids, clk);
+        let result = measure_one(&opts.generators, run_as, *protocol, addr, secs, &pids, clk);
         match &result {
             Ok(m) => eprintln!(
                 "  {} {}: {:.0} rps, p99 {} ms, CPU {} s/10k, RSS {} MiB{}",

@@ -106,6 +106,19 @@ pub const BASELINES: [Kind; 5] = [
     Kind::EnvoyMtls,
 ];
 
+/// The proxy with the lowest closed-loop maximum over `protocol` in `round` (the `Max` test's
+/// requests per second), and that maximum: what the round's half-maximum tests run at half of.
+/// `direct` is no proxy and is left out; so are failed runs.
+pub fn slowest_max(records: &[Record], round: usize, protocol: Protocol) -> Option<(Kind, f64)> {
+    records
+        .iter()
+        .filter(|r| r.round == round && r.protocol == protocol && r.kind.has_proxy())
+        .filter(|r| matches!(r.test, Test::Max { .. }))
+        .filter_map(|r| Some((r.kind, r.result.as_ref().ok()?.load.rps)))
+        .filter(|(_, rps)| *rps > 0.0)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+}
+
 /// The middle value (the mean of the two middle ones for an even count).
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
     v.retain(|x| x.is_finite());
@@ -393,7 +406,7 @@ pub fn markdown(records: &[Record], ctx: &Context) -> String {
     for (p, t) in &ctx.tests {
         let metrics: &[Metric] = match t {
             Test::Max { .. } => &[Metric::Rps, Metric::Rss, Metric::PeakRss],
-            Test::Fixed { .. } => &[
+            Test::Fixed { .. } | Test::HalfMax { .. } => &[
                 Metric::P50,
                 Metric::P90,
                 Metric::P99,
@@ -465,7 +478,7 @@ pub fn markdown(records: &[Record], ctx: &Context) -> String {
         }
         let key: &[Metric] = match t {
             Test::Max { .. } => &[Metric::Rps, Metric::Rss],
-            Test::Fixed { .. } => &[Metric::P99, Metric::CpuPer10k],
+            Test::Fixed { .. } | Test::HalfMax { .. } => &[Metric::P99, Metric::CpuPer10k],
         };
         let bases: Vec<Kind> = BASELINES
             .into_iter()

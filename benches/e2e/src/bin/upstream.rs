@@ -2,8 +2,11 @@
 //! 1 KiB body, over HTTP/1.1 (keep-alive) or h2c (prior knowledge), on one thread, so that the
 //! proxy in front of it, not the upstream, is what the load generator measures.
 //!
-//! `upstream [ADDR]` (default `127.0.0.1:0`) prints `listening on ADDR` once bound, which the
-//! driver reads to learn the port. It exits on SIGTERM or SIGINT.
+//! `upstream --grpc` serves the gRPC benchmark service instead (`mesh_e2e_bench::grpc`: one
+//! unary method answering a 1 KiB payload), over h2c only, as gRPC without TLS is.
+//!
+//! `upstream [--grpc] [ADDR]` (default `127.0.0.1:0`) prints `listening on ADDR` once bound,
+//! which the driver reads to learn the port. It exits on SIGTERM or SIGINT.
 
 use std::{convert::Infallible, net::SocketAddr};
 
@@ -20,7 +23,12 @@ use tokio::net::TcpListener;
 static BODY: [u8; 1024] = [b'x'; 1024];
 
 fn main() {
-    let addr: SocketAddr = match std::env::args().nth(1) {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let grpc = args.first().is_some_and(|a| a == "--grpc");
+    if grpc {
+        args.remove(0);
+    }
+    let addr: SocketAddr = match args.first().cloned() {
         None => SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(a) => a.parse().unwrap_or_else(|e| {
             eprintln!("upstream: `{a}` is not an address like 127.0.0.1:8080: {e}");
@@ -31,10 +39,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("upstream: cannot start a tokio runtime");
-    rt.block_on(serve(addr));
+    rt.block_on(serve(addr, grpc));
 }
 
-async fn serve(addr: SocketAddr) {
+async fn serve(addr: SocketAddr, grpc: bool) {
     let listener = TcpListener::bind(addr).await.unwrap_or_else(|e| {
         eprintln!("upstream: cannot bind {addr}: {e} (is the port in use?)");
         std::process::exit(1)
@@ -63,6 +71,11 @@ async fn serve(addr: SocketAddr) {
             },
             _ = &mut shutdown => return,
         };
+        if grpc {
+            // Errors are clients going away, as below.
+            tokio::spawn(mesh_e2e_bench::grpc::serve_connection(stream));
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let service = service_fn(|_req: Request<Incoming>| async {

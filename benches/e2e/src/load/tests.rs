@@ -125,3 +125,96 @@ fn test_ids_name_rate_and_connections() {
         "max-c4-m16"
     );
 }
+
+#[test]
+fn half_maximum_ids_and_labels_say_what_they_are() {
+    let t = Test::HalfMax { conns: 16 };
+    assert_eq!(t.id(), "fixed-halfmax-c16");
+    assert_eq!(t.label(), "50% of the slowest maximum over 16 connections");
+}
+
+#[test]
+fn a_half_maximum_test_is_only_run_at_a_rate() {
+    let g = Generators {
+        oha: Some("oha".into()),
+        wrk: "wrk".into(),
+        h2load: "h2load".into(),
+        grpc_load: None,
+        cpus: None,
+    };
+    let addr = "127.0.0.1:9".parse().unwrap();
+    let err = g
+        .run(Test::HalfMax { conns: 4 }, Protocol::Http1, addr, 1)
+        .unwrap_err();
+    assert!(err.contains("Test::Fixed"), "{err}");
+    let err = g
+        .run(
+            Test::Fixed {
+                rps: 1000,
+                conns: 4,
+            },
+            Protocol::Grpc,
+            addr,
+            1,
+        )
+        .unwrap_err();
+    assert!(err.contains("grpc-load"), "{err}");
+}
+
+#[test]
+fn protocols_are_named_by_their_ids() {
+    for p in [Protocol::Http1, Protocol::H2c, Protocol::Grpc] {
+        assert_eq!(Protocol::from_id(p.id()), Some(p));
+    }
+    assert_eq!(Protocol::from_id("http3"), None);
+}
+
+/// The real `grpc-load` engine against the real gRPC upstream, its JSON read as the driver
+/// reads `grpc-load`'s output: the keys of the two sides agree.
+#[tokio::test]
+async fn grpc_load_output_is_what_the_driver_reads() {
+    use mesh_e2e_bench::grpc::{
+        load::{Mode, Settings, run},
+        serve_connection,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_connection(stream));
+        }
+    });
+    let report = run(&Settings {
+        addr,
+        authority: GRPC_HOST.into(),
+        conns: 2,
+        mode: Mode::Fixed { rps: 200 },
+        duration: Duration::from_millis(250),
+    })
+    .await
+    .unwrap();
+    let o = parse_grpc_load(&format!("{}\n", report.to_json())).unwrap();
+    assert_eq!((o.requests, o.errors), (50, 0));
+    assert!((o.rps - 200.0).abs() < 1e-9, "{}", o.rps);
+    let (p50, p90, p99, p999) = (
+        o.p50.unwrap(),
+        o.p90.unwrap(),
+        o.p99.unwrap(),
+        o.p999.unwrap(),
+    );
+    assert!(
+        0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= p999,
+        "{o:?}"
+    );
+}
+
+#[test]
+fn grpc_load_without_a_success_is_an_error_with_the_reason() {
+    let out = r#"{"requests":0,"errors":3,"first_error":"gRPC status Unavailable: no healthy upstream","elapsed_s":1.0,"rps":0.0,"p50_ms":null}"#;
+    let err = parse_grpc_load(out).unwrap_err();
+    assert!(
+        err.contains("3 failed") && err.contains("no healthy upstream"),
+        "{err}"
+    );
+    assert!(parse_grpc_load("grpc-load: cannot connect").is_err());
+}

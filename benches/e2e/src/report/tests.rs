@@ -146,3 +146,76 @@ fn targets_say_met_missed_or_not_measured() {
     assert_eq!(json["targets"][1]["met"], false);
     assert_eq!(json["records"].as_array().unwrap().len(), 9);
 }
+
+fn rec_of(round: usize, kind: Kind, protocol: Protocol, test: Test, rps: f64) -> Record {
+    Record {
+        protocol,
+        ..rec(round, kind, test, rps, 1.0, 1.0)
+    }
+}
+
+#[test]
+fn the_slowest_maximum_is_the_slowest_proxy_of_that_round() {
+    let h1 = Protocol::Http1;
+    let h2_max = Test::Max {
+        conns: 4,
+        streams: 16,
+    };
+    let records = vec![
+        rec_of(0, Kind::Direct, h1, MAX, 500.0),
+        rec_of(0, Kind::Mesh, h1, MAX, 20_000.0),
+        rec_of(0, Kind::EnvoyMtls, h1, MAX, 8_000.0),
+        rec_of(0, Kind::Envoy, h1, FIXED, 1_000.0),
+        rec_of(0, Kind::Nginx, Protocol::H2c, h2_max, 3_000.0),
+        rec_of(1, Kind::Haproxy, h1, MAX, 2_000.0),
+        Record {
+            result: Err("nginx exited".into()),
+            ..rec_of(0, Kind::Nginx, h1, MAX, 0.0)
+        },
+    ];
+    // Not direct (no proxy), not a fixed-rate run, not h2c, not round 1, not a failed run.
+    assert_eq!(
+        slowest_max(&records, 0, h1),
+        Some((Kind::EnvoyMtls, 8_000.0))
+    );
+    assert_eq!(slowest_max(&records, 1, h1), Some((Kind::Haproxy, 2_000.0)));
+    assert_eq!(slowest_max(&records, 2, h1), None);
+    let only_direct = vec![rec_of(0, Kind::Direct, h1, MAX, 500.0)];
+    assert_eq!(slowest_max(&only_direct, 0, h1), None);
+}
+
+#[test]
+fn half_maximum_and_grpc_rows_are_reported_like_the_fixed_rate_ones() {
+    let half = Test::HalfMax { conns: 4 };
+    let mut records = Vec::new();
+    for round in 0..3 {
+        records.push(rec(round, Kind::Direct, half, 4000.0, 0.2, 0.0));
+        records.push(rec(round, Kind::Mesh, half, 4000.0, 0.6, 0.5));
+        records.push(rec(round, Kind::Nginx, half, 4000.0, 0.3, 0.2));
+        records.push(rec_of(round, Kind::Mesh, Protocol::Grpc, FIXED, 1000.0));
+        records.push(rec_of(round, Kind::Envoy, Protocol::Grpc, FIXED, 1000.0));
+    }
+    let ctx = Context {
+        tests: vec![(Protocol::Http1, half), (Protocol::Grpc, FIXED)],
+        ..Context::default()
+    };
+    let sums = summarise(&records);
+    let mesh = &sums[&("http1".to_owned(), half.id())][&Kind::Mesh];
+    assert_eq!(mesh.ratio[&(Metric::P99, Kind::Nginx)], 2.0);
+    assert!((mesh.added[&Metric::P99] - 0.4).abs() < 1e-9);
+    let md = markdown(&records, &ctx);
+    assert!(
+        md.contains("| HTTP/1.1 | 50% of the slowest maximum over 4 connections | p99_ms | 0.600 | 3.00x | 2.00x |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("### gRPC unary, 1000 rps over 16 connections"),
+        "{md}"
+    );
+    // The targets are about 1,000 rps: the half-maximum runs are not among them.
+    assert!(
+        targets(&sums, &ctx)
+            .iter()
+            .all(|t| !t.what.contains("halfmax"))
+    );
+}
