@@ -171,7 +171,7 @@ impl<S> Mirror<S> {
     fn shadow(req: &Request<MeshBody>) -> Option<Shadow> {
         let ctx = req.extensions().get::<RouteCtx>()?;
         let route = ctx.route()?;
-        if route.mirrors.is_empty() {
+        if route.mirrors.is_empty() || is_upgrade(req) {
             return None;
         }
         let ctxs: Vec<RouteCtx> = route
@@ -203,6 +203,13 @@ impl<S> Mirror<S> {
             timeout: route.timeout,
         })
     }
+}
+
+/// A request that asks to switch protocols (WebSocket, `CONNECT`): not mirrored. A copy would
+/// open a second upgraded connection that nobody reads, and Envoy's router shadows only
+/// plain HTTP requests.
+fn is_upgrade(req: &Request<MeshBody>) -> bool {
+    req.method() == http::Method::CONNECT || req.headers().contains_key(http::header::UPGRADE)
 }
 
 impl<S> Service<Request<MeshBody>> for Mirror<S>

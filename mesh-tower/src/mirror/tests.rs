@@ -313,6 +313,29 @@ async fn requests_without_mirrors_are_not_copied() {
     assert!(matches!(handle.poll_request(), Poll::Ready(None)));
 }
 
+#[tokio::test(start_paused = true)]
+async fn upgrade_requests_are_not_copied() {
+    let (svc, mut handle) = stack_with(&yaml(MIRROR_ALL), MirrorLayer::new());
+    let mut req = reviews(body::empty());
+    *req.method_mut() = http::Method::GET;
+    req.headers_mut().insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    req.headers_mut()
+        .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    let call = tokio::spawn(svc.oneshot(req));
+    let (main, send) = handle.next_request().await.unwrap();
+    assert_eq!(subset(&main).as_deref(), Some("v1"));
+    send.send_response(Response::new(body::empty()));
+    call.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(
+        matches!(handle.poll_request(), Poll::Ready(None)),
+        "a WebSocket upgrade was mirrored"
+    );
+}
+
 /// A body of chunks with no size hint (as a chunked upload).
 struct Chunked(VecDeque<Bytes>);
 
