@@ -586,19 +586,23 @@ where
 
 pub(crate) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
-/// A random (version 4) UUID, as Envoy generates request ids.
+/// A random (version 4) UUID, as Envoy generates request ids: written straight into the
+/// header's bytes (formatting machinery cost a quarter of the stack's own time here).
 pub(crate) fn new_request_id() -> http::HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = (fastrand::u128(..) & !(0xf << 76) & !(0x3 << 62)) | (0x4 << 76) | (0x2 << 62);
-    let hex = format!("{n:032x}");
-    let id = format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    );
-    http::HeaderValue::from_str(&id).expect("hex and dashes are a valid header value")
+    let mut id = [0u8; 36];
+    let mut nibble = 0;
+    for (i, b) in id.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *b = b'-';
+            continue;
+        }
+        *b = HEX[((n >> (124 - 4 * nibble)) & 0xf) as usize];
+        nibble += 1;
+    }
+    http::HeaderValue::from_maybe_shared(Bytes::copy_from_slice(&id))
+        .expect("hex and dashes are a valid header value")
 }
 
 pin_project_lite::pin_project! {

@@ -182,10 +182,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .first_load(&mesh);
 
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.concurrency {
-        rt.worker_threads(n.into());
-    }
+    // One worker is one thread that accepts, proxies and polls the sockets, as one Envoy
+    // worker or one nginx worker process: tokio's current-thread scheduler, with no work
+    // stealing and no cross-thread wake-ups between a connection's task and its upstream's.
+    let mut rt = match args.concurrency {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.worker_threads(n.into());
+            rt
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

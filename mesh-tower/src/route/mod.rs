@@ -180,7 +180,8 @@ enum Decision {
     Respond(Response<MeshBody>),
     Forward {
         ctx: RouteCtx,
-        response_ops: Vec<HeaderOps>,
+        /// Destination level, then route level.
+        response_ops: Option<Box<[HeaderOps; 2]>>,
     },
 }
 
@@ -230,7 +231,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F> {
         Done { result: Option<Result<Response<MeshBody>, BoxError>> },
-        Forward { #[pin] fut: F, ops: Vec<HeaderOps> },
+        Forward { #[pin] fut: F, ops: Option<Box<[HeaderOps; 2]>> },
     }
 }
 
@@ -247,7 +248,7 @@ where
             }
             StateProj::Forward { fut, ops } => {
                 let mut res = std::task::ready!(fut.poll(cx))?;
-                for o in ops.iter() {
+                for o in ops.iter().flat_map(|ops| ops.iter()) {
                     apply(res.headers_mut(), o);
                 }
                 Poll::Ready(Ok(res))
@@ -262,8 +263,10 @@ fn decide(
     client: &Arc<ClientIdentity>,
     req: &mut Request<MeshBody>,
 ) -> Result<Decision, BoxError> {
-    let authority = authority_of(req).ok_or(MeshError::NoAuthority)?;
-    let (host_name, port) = split_authority(&authority);
+    // A cheap handle on the request's bytes (no copy): the request is rewritten below.
+    let authority = RequestAuthority::of(req).ok_or(MeshError::NoAuthority)?;
+    let authority = authority.as_str();
+    let (host_name, port) = split_authority(authority);
     let port = port.unwrap_or(if req.uri().scheme_str() == Some("https") {
         443
     } else {
@@ -295,12 +298,15 @@ fn decide(
         if client.gateway != MESH_GATEWAY {
             // A gateway forwards only what a VirtualService bound to it routes (Envoy's
             // gateway listeners have no default route): 404.
-            return Err(MeshError::NoRoute { authority }.into());
+            return Err(MeshError::NoRoute {
+                authority: authority.to_owned(),
+            }
+            .into());
         }
-        return default_route(snapshot, sidecar, &host, &authority, port).map(|target| {
+        return default_route(snapshot, sidecar, &host, authority, port).map(|target| {
             Decision::Forward {
                 ctx: new_ctx(target, None),
-                response_ops: Vec::new(),
+                response_ops: None,
             }
         });
     };
@@ -318,12 +324,15 @@ fn decide(
         first_match_detail(vh.http.iter().map(|r| r.matches.as_slice()), &view)
     };
     let Some(found) = found else {
-        return Err(MeshError::NoRoute { authority }.into());
+        return Err(MeshError::NoRoute {
+            authority: authority.to_owned(),
+        }
+        .into());
     };
     let route = &vh.http[found.route];
     match &route.action {
         RouteAction::Redirect(r) => Ok(Decision::Respond(redirect::response(
-            r, req, &authority, port,
+            r, req, authority, port,
         ))),
         RouteAction::DirectResponse(d) => Ok(Decision::Respond(redirect::direct(d))),
         RouteAction::Forward(w) => {
@@ -340,10 +349,15 @@ fn decide(
             // default order of header mutations).
             apply(req.headers_mut(), &picked.headers.request);
             apply(req.headers_mut(), &route.headers.request);
-            let response_ops = vec![
-                picked.headers.response.clone(),
-                route.headers.response.clone(),
-            ];
+            // Most routes change no response header: nothing to carry then.
+            let response_ops = (!picked.headers.response.is_empty()
+                || !route.headers.response.is_empty())
+            .then(|| {
+                Box::new([
+                    picked.headers.response.clone(),
+                    route.headers.response.clone(),
+                ])
+            });
             let target = Target::Destination(picked.destination.clone());
             Ok(Decision::Forward {
                 ctx: new_ctx(target, Some((vh_index, found.route))),
@@ -392,6 +406,35 @@ fn default_route(
             host: host.to_string(),
         }
         .into()),
+    }
+}
+
+/// The request's authority without copying it: the absolute URI's (without userinfo), else
+/// the Host header's.
+#[derive(Debug, Clone)]
+pub(crate) enum RequestAuthority {
+    Uri(http::uri::Authority),
+    Host(http::HeaderValue),
+}
+
+impl RequestAuthority {
+    pub(crate) fn of<B>(req: &Request<B>) -> Option<Self> {
+        match req.uri().authority() {
+            Some(a) => Some(RequestAuthority::Uri(a.clone())),
+            None => req
+                .headers()
+                .get(HOST)
+                .filter(|h| h.to_str().is_ok())
+                .cloned()
+                .map(RequestAuthority::Host),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            RequestAuthority::Uri(a) => a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h),
+            RequestAuthority::Host(h) => h.to_str().unwrap_or_default(),
+        }
     }
 }
 
