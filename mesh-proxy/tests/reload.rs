@@ -160,7 +160,8 @@ async fn start(config: &Path, extra: &[&str]) -> Mesh {
         .arg(config)
         .args(["--outbound", &outbound.to_string()])
         .args(["--admin", &admin.to_string()])
-        .args(["--concurrency", "2"])
+        // One worker (current-thread scheduler): reloads must not need a second thread.
+        .args(["--concurrency", "1"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -199,8 +199,9 @@ async fn outbound_routes_by_authority_and_inbound_applies_policies() {
             app.to_string(),
             "--workload-labels".into(),
             "app=ratings,version=v1".into(),
+            // One worker: tokio's current-thread scheduler (the benchmarks' setting).
             "--concurrency".into(),
-            "2".into(),
+            "1".into(),
         ],
     )
     .await;
