@@ -82,7 +82,7 @@ pub struct RouteDestination {
 }
 
 /// A service, a subset and a port.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
     pub host: Host,
     pub subset: Option<String>,

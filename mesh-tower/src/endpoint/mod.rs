@@ -38,6 +38,7 @@ mod origination;
 mod outliers;
 #[cfg(test)]
 mod tests;
+mod views;
 
 use std::{
     net::IpAddr,
@@ -49,7 +50,7 @@ use std::{
 use http::{
     HeaderValue, Request, Response, StatusCode, Uri,
     header::{HOST, SET_COOKIE},
-    uri::Scheme,
+    uri::{Authority, Scheme},
 };
 use mesh_core::{
     model::{EndpointAddress, Protocol},
@@ -91,6 +92,7 @@ pub struct Upstream<C = connect::HttpConnector> {
     breakers: Arc<circuit::CircuitBreakers>,
     outliers: Arc<outliers::OutlierDetectors>,
     transports: Arc<origination::ClusterTransports>,
+    views: Arc<views::ClusterViews>,
 }
 
 impl Upstream {
@@ -116,6 +118,7 @@ impl<C: UpstreamConnector> Upstream<C> {
             breakers: Arc::default(),
             outliers: Arc::default(),
             transports: Arc::default(),
+            views: Arc::default(),
         }
     }
 
@@ -156,6 +159,10 @@ impl TriedEndpoints {
             .push(authority.to_owned());
     }
 
+    fn is_empty(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
     fn contains(&self, authority: &str) -> bool {
         self.0
             .lock()
@@ -188,6 +195,8 @@ pub struct AttemptDeadline(pub tokio::time::Instant);
 struct Picked {
     /// `host:port` to connect to.
     authority: String,
+    /// The same, as the upstream request's URI authority.
+    uri_authority: Option<Authority>,
     settings: ClientSettings,
     held: Held,
     outlier: Option<outliers::OutlierHandle>,
@@ -234,7 +243,11 @@ impl<C: UpstreamConnector> Service<Request<MeshBody>> for Upstream<C> {
             {
                 req.headers_mut().insert(HOST, v);
             }
-            *req.uri_mut() = upstream_uri(req.uri(), &picked.authority)?;
+            let authority = match picked.uri_authority.take() {
+                Some(a) => a,
+                None => picked.authority.parse()?,
+            };
+            *req.uri_mut() = upstream_uri(req.uri(), authority)?;
             // The destination decides the upstream protocol (its port's protocol, ALPN), not
             // the HTTP version the client spoke to us: hyper's pool refuses an HTTP/2-marked
             // request on an HTTP/1.1 connection, and sends an HTTP/1.1-marked one as HTTP/2 on
@@ -322,10 +335,10 @@ fn outcome_of<B>(res: &Response<B>) -> Outcome {
     }
 }
 
-fn upstream_uri(uri: &Uri, authority: &str) -> Result<Uri, BoxError> {
+fn upstream_uri(uri: &Uri, authority: Authority) -> Result<Uri, BoxError> {
     let mut parts = uri.clone().into_parts();
     parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority.parse()?);
+    parts.authority = Some(authority);
     if parts.path_and_query.is_none() {
         parts.path_and_query = Some("/".parse()?);
     }
@@ -363,6 +376,7 @@ impl<C> Upstream<C> {
                 };
                 return Ok(Picked {
                     authority,
+                    uri_authority: None,
                     settings: ClientSettings::for_pool(None, false),
                     held: Held::default(),
                     outlier: None,
@@ -396,41 +410,37 @@ impl<C> Upstream<C> {
             .map(|p| p.policy_for(dest.subset.as_deref(), Some(port.number)))
             .unwrap_or_default();
         let cluster: ClusterKey = (dest.host.to_string(), dest.subset.clone(), port.number);
-        let endpoints: Vec<_> = service
-            .endpoints
-            .iter()
-            .filter(|e| subset.is_none_or(|s| s.selector.matches(&e.labels)))
-            .collect();
-        let authorities: Vec<String> = endpoints
-            .iter()
-            .map(|e| endpoint_authority(e, port))
-            .collect();
+        let view = self.views.view(&cluster, snapshot.version, || {
+            views::ClusterView::new(service, subset, port)
+        });
+        let endpoints = view.endpoints(service);
+        let authorities = &view.authorities;
 
         // Eligible: not ejected by outlier detection and, for a retry, not tried before when
         // another one is.
         let outlier_set = traffic.outlier_detection.as_ref().map(|od| {
             self.outliers
-                .set_for(&cluster, snapshot.version, od, &authorities)
+                .set_for(&cluster, snapshot.version, od, authorities)
         });
-        let mut eligible: Vec<bool> = match &outlier_set {
+        let mut eligible: std::borrow::Cow<'_, [bool]> = match &outlier_set {
             Some(set) => set
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .ejected(&authorities)
+                .ejected(authorities)
                 .into_iter()
                 .map(|ejected| !ejected)
                 .collect(),
-            None => vec![true; endpoints.len()],
+            None => std::borrow::Cow::Borrowed(&view.all_eligible),
         };
         let tried = req.extensions().get::<TriedEndpoints>();
-        if let Some(tried) = tried {
+        if let Some(tried) = tried.filter(|t| !t.is_empty()) {
             let untried: Vec<bool> = eligible
                 .iter()
-                .zip(&authorities)
+                .zip(authorities)
                 .map(|(ok, a)| *ok && !tried.contains(a))
                 .collect();
             if untried.contains(&true) {
-                eligible = untried;
+                eligible = untried.into();
             }
         }
         let pick = self
@@ -440,7 +450,7 @@ impl<C> Upstream<C> {
                     version: snapshot.version,
                     cluster: &cluster,
                     endpoints: &endpoints,
-                    authorities: &authorities,
+                    authorities,
                     eligible: &eligible,
                 },
                 traffic.load_balancer.as_ref(),
@@ -461,6 +471,7 @@ impl<C> Upstream<C> {
             .into());
         }
         let authority = authorities[pick.index].clone();
+        let uri_authority = view.uri_authorities[pick.index].clone();
 
         let pool = traffic.connection_pool.as_ref();
         let h2 = matches!(port.protocol, Protocol::Http2 | Protocol::Grpc)
@@ -507,6 +518,7 @@ impl<C> Upstream<C> {
                 authority: authority.clone(),
             }),
             authority,
+            uri_authority,
             settings: ClientSettings::for_pool(pool, h2).with_transport(transport),
             held: Held {
                 _in_flight: pick.in_flight,

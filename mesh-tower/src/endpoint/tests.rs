@@ -471,3 +471,57 @@ async fn the_connect_timeout_applies_around_any_connector() {
     }
     assert!(found, "{err:?}");
 }
+
+/// A ServiceEntry for `reviews.example.internal` with one endpoint on `port`.
+fn one_endpoint(port: u16) -> crate::snapshot::MeshHandle {
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: reviews}}\nspec:\n  hosts: [reviews.example.internal]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 9080, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]\n"
+    );
+    let report = mesh_config::Loader::new().check_str("test.yaml", &yaml);
+    assert!(!report.diagnostics.has_errors(), "{}", report.diagnostics);
+    crate::snapshot::MeshHandle::from(&report.into_mesh().unwrap())
+}
+
+/// An HTTP/1.1 server on a loopback port answering `name`.
+async fn named_server(name: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(move |_req| async move {
+                Ok::<_, std::convert::Infallible>(http::Response::new(body::full(name)))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc),
+            );
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn a_new_config_moves_requests_to_its_endpoints() {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let (a, b) = (named_server("a").await, named_server("b").await);
+    let handle = one_endpoint(a);
+    let stack =
+        crate::MeshStack::outbound(handle.clone()).build::<http_body_util::Empty<bytes::Bytes>>();
+    let get = || {
+        Request::get("http://reviews.example.internal:9080/")
+            .body(http_body_util::Empty::new())
+            .unwrap()
+    };
+    let text = |res: http::Response<body::MeshBody>| async move {
+        assert_eq!(res.status(), StatusCode::OK);
+        res.into_body().collect().await.unwrap().to_bytes()
+    };
+    // Twice: the second pick comes from the cluster's cached endpoints.
+    for _ in 0..2 {
+        assert_eq!(text(stack.clone().oneshot(get()).await.unwrap()).await, "a");
+    }
+    handle.store(one_endpoint(b).snapshot());
+    assert_eq!(text(stack.clone().oneshot(get()).await.unwrap()).await, "b");
+}

@@ -4,6 +4,7 @@
 //! so the counters are kept per [`Destination`](mesh_core::model::Destination). Every clone of
 //! a [`RetryLayer`](super::RetryLayer) (and every service it made) shares them.
 
+use mesh_core::model::Destination;
 use std::{
     collections::HashMap,
     sync::{
@@ -18,7 +19,7 @@ const SWEEP_AT: usize = 1024;
 /// The counters of every destination.
 #[derive(Debug, Default)]
 pub(crate) struct Budgets {
-    by_destination: Mutex<HashMap<String, Arc<Counters>>>,
+    by_destination: Mutex<HashMap<Destination, Arc<Counters>>>,
 }
 
 /// One destination's counters.
@@ -30,17 +31,22 @@ pub(crate) struct Counters {
 
 impl Budgets {
     /// Counts a request to `destination` as active until the guard drops.
-    pub(crate) fn request(&self, destination: String) -> ActiveRequest {
+    pub(crate) fn request(&self, destination: &Destination) -> ActiveRequest {
         let counters = {
             let mut map = self
                 .by_destination
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if map.len() >= SWEEP_AT && !map.contains_key(&destination) {
-                // Destinations come from the config; a reload can retire them.
-                map.retain(|_, c| Arc::strong_count(c) > 1);
+            match map.get(destination) {
+                Some(c) => c.clone(),
+                None => {
+                    if map.len() >= SWEEP_AT {
+                        // Destinations come from the config; a reload can retire them.
+                        map.retain(|_, c| Arc::strong_count(c) > 1);
+                    }
+                    map.entry(destination.clone()).or_default().clone()
+                }
             }
-            map.entry(destination).or_default().clone()
         };
         counters.requests.fetch_add(1, Ordering::Relaxed);
         ActiveRequest(counters)

@@ -111,7 +111,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
 use http_body_util::{BodyExt, Full};
 use mesh_core::{
-    model::RetryPolicy,
+    model::{Destination, RetryPolicy},
     retry::{AttemptOutcome, Backoff, ResponseInfo, RetryBudget, RetryConditions},
 };
 use tower::{Layer, Service, ServiceExt};
@@ -309,7 +309,7 @@ impl Plan {
 
     /// The plan for a routed request and the destination its budget counts against (every
     /// request to it is active, retried or not); `None` for a passthrough request.
-    fn of(ctx: &RouteCtx) -> Option<(Plan, String)> {
+    fn of(ctx: &RouteCtx) -> Option<(Plan, &Destination)> {
         let Target::Destination(destination) = &ctx.target else {
             return None;
         };
@@ -321,7 +321,7 @@ impl Plan {
             None if ctx.is_default_route() => Plan::new(&ISTIO_DEFAULT),
             None => Plan::once(),
         };
-        Some((plan, destination.to_string()))
+        Some((plan, destination))
     }
 }
 
