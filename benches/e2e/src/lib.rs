@@ -1,6 +1,8 @@
-//! What the harness's own gRPC programs share (issue 8's "gRPC unary: a small tonic client of
-//! our own with an hdrhistogram, rate-scheduled"): the benchmark service's messages, its server
-//! (run by `upstream --grpc`), its client, and the load generator's engine (run by
-//! `grpc-load`). The driver (`src/main.rs`) only starts those programs and reads their output.
+//! What the harness's own programs share: the gRPC benchmark service (issue 8's "gRPC unary:
+//! a small tonic client of our own with an hdrhistogram, rate-scheduled"), its server (run by
+//! `upstream --grpc`) and client, and the engine of `mesh-load`, the load generator for
+//! fixed-rate latency over HTTP/1.1, h2c and gRPC. The driver (`src/main.rs`) only starts
+//! those programs and reads their output.
 
 pub mod grpc;
+pub mod loadgen;

@@ -1,8 +1,8 @@
-//! The load generators and what their output says: oha for fixed-rate latency (with its
-//! coordinated-omission correction), wrk for HTTP/1.1 closed-loop throughput, h2load for h2c
-//! closed-loop throughput, and the harness's own `grpc-load` (`src/bin/grpc-load.rs`) for gRPC
-//! unary, both fixed-rate (corrected as oha is) and closed loop. Each runs pinned to the load
-//! cores, one thread.
+//! The load generators and what their output says: the harness's own `mesh-load`
+//! (`src/bin/mesh-load.rs`) for fixed-rate latency over HTTP/1.1, h2c and gRPC (with
+//! coordinated-omission correction, as oha's `--latency-correction`) and for gRPC's
+//! closed-loop throughput, wrk for HTTP/1.1 closed-loop throughput and h2load for h2c's. Each
+//! runs pinned to the load cores, one thread.
 
 use std::{
     net::SocketAddr,
@@ -49,14 +49,15 @@ impl Protocol {
 /// One test a contender goes through in every round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Test {
-    /// oha (grpc-load for gRPC) at a fixed rate (requests per second) over `conns` connections.
+    /// `mesh-load` at a fixed rate (requests per second) over `conns` connections.
     Fixed { rps: u32, conns: u32 },
     /// A fixed-rate run at half the slowest proxy's closed-loop maximum in the same round (the
     /// issue's "50% of the slowest contender's maximum"): a rate that every proxy sustains, yet
     /// far from idle. The round sets the rate; the driver runs it as `Fixed` at that rate.
     HalfMax { conns: u32 },
-    /// As many requests as the contender serves: wrk (HTTP/1.1, `conns` connections) or h2load
-    /// (h2c, `conns` connections of `streams` concurrent streams each).
+    /// As many requests as the contender serves: wrk (HTTP/1.1, `conns` connections), h2load
+    /// (h2c, `conns` connections of `streams` concurrent streams each) or `mesh-load --max`
+    /// (gRPC, the same).
     Max { conns: u32, streams: u32 },
 }
 
@@ -89,11 +90,10 @@ impl Test {
 /// Where the load generators are, and the cores they run on.
 #[derive(Debug, Clone)]
 pub struct Generators {
-    pub oha: Option<PathBuf>,
     pub wrk: PathBuf,
     pub h2load: PathBuf,
-    /// The harness's gRPC load generator (`None`: gRPC tests are skipped).
-    pub grpc_load: Option<PathBuf>,
+    /// The harness's own load generator, `mesh-load`.
+    pub load: PathBuf,
     pub cpus: Option<String>,
 }
 
@@ -122,81 +122,51 @@ impl Generators {
         }
     }
 
-    /// Runs `test` against `addr` for `secs` seconds.
+    /// Runs `test` against `addr` for `secs` seconds (wrk and h2load: whole seconds, at
+    /// least 1).
     pub fn run(
         &self,
         test: Test,
         protocol: Protocol,
         addr: SocketAddr,
-        secs: u32,
+        secs: f64,
     ) -> Result<Outcome, String> {
         match (protocol, test) {
             (_, Test::HalfMax { .. }) => Err(
                 "a half-maximum test runs at the rate its round's maxima set: the driver passes it as Test::Fixed at that rate".into(),
             ),
-            (Protocol::Grpc, Test::Fixed { rps, conns }) => {
-                self.grpc_load(addr, conns, &["--rps", &rps.to_string()], secs)
+            (_, Test::Fixed { rps, conns }) => {
+                self.mesh_load(protocol, addr, conns, &["--rps", &rps.to_string()], secs)
             }
-            (Protocol::Grpc, Test::Max { conns, streams }) => self.grpc_load(
+            (Protocol::Grpc, Test::Max { conns, streams }) => self.mesh_load(
+                protocol,
                 addr,
                 conns,
                 &["--max", "--streams", &streams.to_string()],
                 secs,
             ),
-            (_, Test::Fixed { rps, conns }) => self.oha(protocol, addr, rps, conns, secs),
-            (Protocol::Http1, Test::Max { conns, .. }) => self.wrk(addr, conns, secs),
+            (Protocol::Http1, Test::Max { conns, .. }) => self.wrk(addr, conns, whole(secs)),
             (Protocol::H2c, Test::Max { conns, streams }) => {
-                self.h2load(addr, conns, streams, secs)
+                self.h2load(addr, conns, streams, whole(secs))
             }
         }
     }
 
-    /// A short closed-loop run to open connections and warm caches before measuring.
-    pub fn warm_up(&self, protocol: Protocol, addr: SocketAddr) -> Result<(), String> {
-        let run = match protocol {
-            Protocol::Http1 => self.wrk(addr, 4, 1),
-            Protocol::H2c => self.h2load(addr, 2, 4, 1),
-            Protocol::Grpc => self.grpc_load(addr, 2, &["--max", "--streams", "4"], 1),
+    /// A short closed-loop run (`secs`, fractions allowed) to open connections and warm
+    /// caches before measuring.
+    pub fn warm_up(&self, protocol: Protocol, addr: SocketAddr, secs: f64) -> Result<(), String> {
+        let (conns, streams) = match protocol {
+            Protocol::Http1 => (4, 1),
+            Protocol::H2c | Protocol::Grpc => (2, 4),
         };
-        run.map(|_| ())
-    }
-
-    fn oha(
-        &self,
-        protocol: Protocol,
-        addr: SocketAddr,
-        rps: u32,
-        conns: u32,
-        secs: u32,
-    ) -> Result<Outcome, String> {
-        let oha = self
-            .oha
-            .as_ref()
-            .ok_or("oha is not installed: fixed-rate tests need it")?;
-        let mut cmd = self.command(oha);
-        cmd.args([
-            "--no-tui",
-            "--output-format",
-            "json",
-            "--latency-correction",
-        ])
-        .args(["-z", &format!("{secs}s")])
-        .args(["-c", &conns.to_string()])
-        .args(["-q", &rps.to_string()])
-        // The authority is the URL's (a `Host` header on top would be a second one over
-        // HTTP/2, which nginx refuses with 400); the connection goes to `addr`.
-        .args([
-            "--connect-to",
-            &format!("{HOST}:80:{}:{}", addr.ip(), addr.port()),
-        ]);
-        if protocol == Protocol::H2c {
-            // One stream per connection, so 4 and 16 connections mean the same concurrency
-            // as over HTTP/1.1.
-            cmd.args(["--http2", "-p", "1"]);
-        }
-        cmd.arg(format!("http://{HOST}/"));
-        let out = output(cmd, "oha", secs)?;
-        parse_oha(&out)
+        self.mesh_load(
+            protocol,
+            addr,
+            conns,
+            &["--max", "--streams", &streams.to_string()],
+            secs,
+        )
+        .map(|_| ())
     }
 
     fn wrk(&self, addr: SocketAddr, conns: u32, secs: u32) -> Result<Outcome, String> {
@@ -205,7 +175,7 @@ impl Generators {
             .args(["-d", &format!("{secs}s"), "--latency"])
             .args(["-H", &format!("Host: {HOST}")])
             .arg(format!("http://{addr}/"));
-        let out = output(cmd, "wrk", secs)?;
+        let out = output(cmd, "wrk", f64::from(secs))?;
         parse_wrk(&out)
     }
 
@@ -228,35 +198,42 @@ impl Generators {
         .args(["-D", &secs.to_string()])
         .args(["-H", &format!(":authority: {HOST}")])
         .arg(format!("http://{addr}/"));
-        let out = output(cmd, "h2load", secs)?;
+        let out = output(cmd, "h2load", f64::from(secs))?;
         parse_h2load(&out)
     }
 
-    /// `grpc-load` against `addr` (`mode`: `--rps R` or `--max --streams M`), with gRPC's
-    /// authority, which mesh routes by.
-    fn grpc_load(
+    /// `mesh-load` against `addr` (`mode`: `--rps R` or `--max --streams M`), with the
+    /// authority mesh routes by (the HTTP or the gRPC upstream's host).
+    fn mesh_load(
         &self,
+        protocol: Protocol,
         addr: SocketAddr,
         conns: u32,
         mode: &[&str],
-        secs: u32,
+        secs: f64,
     ) -> Result<Outcome, String> {
-        let bin = self
-            .grpc_load
-            .as_ref()
-            .ok_or("grpc-load was not built: gRPC tests need it")?;
-        let mut cmd = self.command(bin);
-        cmd.args(["--addr", &addr.to_string(), "--authority", GRPC_HOST])
+        let authority = match protocol {
+            Protocol::Grpc => GRPC_HOST,
+            Protocol::Http1 | Protocol::H2c => HOST,
+        };
+        let mut cmd = self.command(&self.load);
+        cmd.args(["--protocol", protocol.id(), "--addr", &addr.to_string()])
+            .args(["--authority", authority])
             .args(["--conns", &conns.to_string(), "--secs", &secs.to_string()])
             .args(mode);
-        let out = output(cmd, "grpc-load", secs)?;
-        parse_grpc_load(&out)
+        let out = output(cmd, "mesh-load", secs)?;
+        parse_mesh_load(&out)
     }
 }
 
+/// wrk and h2load count whole seconds.
+fn whole(secs: f64) -> u32 {
+    secs.round().max(1.0) as u32
+}
+
 /// Runs `cmd`, giving it `secs` plus a margin; its stdout, or an error with its stderr.
-fn output(mut cmd: Command, name: &str, secs: u32) -> Result<String, String> {
-    let limit = Duration::from_secs(u64::from(secs) + 30);
+fn output(mut cmd: Command, name: &str, secs: f64) -> Result<String, String> {
+    let limit = Duration::from_secs_f64(secs.max(0.0) + 30.0);
     let child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -291,54 +268,16 @@ fn output(mut cmd: Command, name: &str, secs: u32) -> Result<String, String> {
     Ok(stdout)
 }
 
-/// oha's `--output-format json`: latencies in seconds, percentiles under
-/// `latencyPercentiles`, answers under `statusCodeDistribution` and failures under
-/// `errorDistribution`.
-pub fn parse_oha(out: &str) -> Result<Outcome, String> {
-    let v: serde_json::Value = serde_json::from_str(out)
-        .map_err(|e| format!("oha's JSON did not parse ({e}): {}", snippet(out)))?;
-    let ms = |k: &str| v["latencyPercentiles"][k].as_f64().map(|s| s * 1e3);
-    let mut ok = 0u64;
-    let mut errors = 0u64;
-    if let Some(codes) = v["statusCodeDistribution"].as_object() {
-        for (code, n) in codes {
-            let n = n.as_u64().unwrap_or(0);
-            if code.starts_with('2') {
-                ok += n;
-            } else {
-                errors += n;
-            }
-        }
-    }
-    if let Some(errs) = v["errorDistribution"].as_object() {
-        // Requests still in flight when the run's time is up are cut off by oha itself.
-        errors += errs
-            .iter()
-            .filter(|(what, _)| !what.contains("aborted due to deadline"))
-            .filter_map(|(_, n)| n.as_u64())
-            .sum::<u64>();
-    }
-    Ok(Outcome {
-        requests: ok,
-        rps: v["summary"]["requestsPerSec"].as_f64().unwrap_or(0.0),
-        p50: ms("p50"),
-        p90: ms("p90"),
-        p99: ms("p99"),
-        p999: ms("p99.9"),
-        errors,
-    })
-}
-
-/// `grpc-load`'s JSON line (`mesh_e2e_bench::grpc::load::Report::to_json`): latencies already
-/// in milliseconds. A run in which no call succeeded is an error, with the first failure's
+/// `mesh-load`'s JSON line (`mesh_e2e_bench::loadgen::Report::to_json`): latencies already
+/// in milliseconds. A run in which no request succeeded is an error, with the first failure's
 /// reason.
-pub fn parse_grpc_load(out: &str) -> Result<Outcome, String> {
+pub fn parse_mesh_load(out: &str) -> Result<Outcome, String> {
     let v: serde_json::Value = serde_json::from_str(out.trim())
-        .map_err(|e| format!("grpc-load's JSON did not parse ({e}): {}", snippet(out)))?;
+        .map_err(|e| format!("mesh-load's JSON did not parse ({e}): {}", snippet(out)))?;
     let requests = v["requests"].as_u64().unwrap_or(0);
     if requests == 0 {
         return Err(format!(
-            "grpc-load: no call succeeded ({} failed; the first: {})",
+            "mesh-load: no request succeeded ({} failed; the first: {})",
             v["errors"].as_u64().unwrap_or(0),
             v["first_error"].as_str().unwrap_or("none reported")
         ));

@@ -5,8 +5,12 @@
 //! drives it with the load generators over HTTP/1.1, h2c and gRPC, reads the proxies' CPU time
 //! and memory from `/proc`, stops it, and finally writes `latest.md` and `latest.json` with the
 //! medians of the per-round ratios. The contenders' order rotates from round to round, so none
-//! always runs first or last. Once every contender has had its closed-loop maximum in a round,
-//! each is started again for the fixed-rate runs at half the slowest proxy's maximum.
+//! always runs first or last.
+//!
+//! A round has two passes over the contenders. The first measures the closed-loop maxima;
+//! the second starts each contender afresh (so no maximum's memory growth shows in it) for all
+//! the fixed-rate runs, back to back: 1,000 rps, and half the slowest proxy's maximum of this
+//! round's first pass, which is why the maxima come first.
 //!
 //! The `run` script finds or installs the tools and passes their paths; run `run --help`.
 
@@ -20,10 +24,6 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
     time::Duration,
 };
 
@@ -32,16 +32,28 @@ use load::{Generators, Protocol, Test};
 use procs::Proc;
 use report::{Context, Measured, Record};
 
+/// The default lengths of the runs, chosen so that a full run (5 rounds) from a fresh clone,
+/// tools and builds included, fits issue 8's 15 minutes on the 2-core development machine
+/// (benches/README.md has the measured phases).
+/// Keep `USAGE` in step.
+const DEFAULT_FIXED_SECS: f64 = 1.5;
+const DEFAULT_MAX_SECS: u32 = 1;
+const DEFAULT_WARM_SECS: f64 = 0.2;
+
 const USAGE: &str = "usage: mesh-e2e --mesh PATH --upstream PATH --wrk PATH --h2load PATH
-    [--oha PATH] [--grpc-load PATH] [--nginx PATH] [--haproxy PATH] [--envoy PATH]
-    [--rounds N] [--quick] [--fixed-secs S] [--max-secs S] [--only ID,...]
+    --load PATH [--nginx PATH] [--haproxy PATH] [--envoy PATH]
+    [--rounds N] [--quick] [--fixed-secs S] [--max-secs S] [--warm-secs S] [--only ID,...]
     [--protocols ID,...] [--profile SECS] [--out DIR] [--work DIR] [--command TEXT]
 
+  --load PATH      mesh-load, the harness's own load generator (fixed-rate runs, gRPC)
   --rounds N       rounds of every contender (default 5)
-  --quick          1 round, 2 s fixed-rate and 3 s closed-loop runs
-  --fixed-secs S   length of each fixed-rate run (1,000 rps, and half the slowest maximum)
-                   (default 4)
-  --max-secs S     length of each closed-loop maximum-throughput run (default 4)
+  --quick          1 round, 1 s fixed-rate and 1 s closed-loop runs
+  --fixed-secs S   length of each fixed-rate run (1,000 rps, and half the slowest maximum),
+                   fractions allowed (default 1.5)
+  --max-secs S     length of each closed-loop maximum-throughput run, whole seconds
+                   (default 1)
+  --warm-secs S    closed-loop warm-up through a freshly started contender before each
+                   protocol's runs (default 0.2; 0: none)
   --only IDS       contenders to run, of: direct,mesh,nginx,haproxy,envoy,mesh-mtls,envoy-mtls
   --protocols IDS  protocols to test, of: http1,h2c,grpc (default all; the half-maximum runs
                    need http1)
@@ -55,8 +67,9 @@ struct Options {
     upstream: PathBuf,
     generators: Generators,
     rounds: usize,
-    fixed_secs: u32,
+    fixed_secs: f64,
     max_secs: u32,
+    warm_secs: f64,
     kinds: Vec<Kind>,
     protocols: Vec<Protocol>,
     profile_secs: u32,
@@ -76,11 +89,11 @@ fn parse_args() -> Result<Options, String> {
     let mut upstream = None;
     let mut wrk = None;
     let mut h2load = None;
-    let mut oha = None;
-    let mut grpc_load = None;
+    let mut load = None;
     let (mut nginx, mut haproxy, mut envoy) = (None, None, None);
     let mut rounds = 5;
-    let (mut fixed_secs, mut max_secs) = (4, 4);
+    let (mut fixed_secs, mut max_secs, mut warm_secs) =
+        (DEFAULT_FIXED_SECS, DEFAULT_MAX_SECS, DEFAULT_WARM_SECS);
     let mut quick = false;
     let mut kinds = Kind::ALL.to_vec();
     let mut protocols = vec![Protocol::Http1, Protocol::H2c, Protocol::Grpc];
@@ -93,6 +106,12 @@ fn parse_args() -> Result<Options, String> {
             .and_then(|v| v.parse::<u32>().ok())
             .ok_or_else(|| format!("{flag} needs a whole number"))
     };
+    let seconds = |flag: &str, v: Option<String>| -> Result<f64, String> {
+        v.as_deref()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .ok_or_else(|| format!("{flag} needs a number of seconds (fractions allowed)"))
+    };
     // An empty path means "not found" (the run script passes what `command -v` printed).
     let optional = |v: Option<String>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
     while let Some(a) = args.next() {
@@ -101,14 +120,14 @@ fn parse_args() -> Result<Options, String> {
             "--upstream" => upstream = Some(path(&a, args.next())?),
             "--wrk" => wrk = Some(path(&a, args.next())?),
             "--h2load" => h2load = Some(path(&a, args.next())?),
-            "--oha" => oha = optional(args.next()),
-            "--grpc-load" => grpc_load = optional(args.next()),
+            "--load" => load = Some(path(&a, args.next())?),
             "--nginx" => nginx = optional(args.next()),
             "--haproxy" => haproxy = optional(args.next()),
             "--envoy" => envoy = optional(args.next()),
             "--rounds" => rounds = number(&a, args.next())?.max(1) as usize,
-            "--fixed-secs" => fixed_secs = number(&a, args.next())?.max(1),
+            "--fixed-secs" => fixed_secs = seconds(&a, args.next())?.max(0.1),
             "--max-secs" => max_secs = number(&a, args.next())?.max(1),
+            "--warm-secs" => warm_secs = seconds(&a, args.next())?,
             "--quick" => quick = true,
             "--profile" => profile_secs = number(&a, args.next())?,
             "--out" => out = path(&a, args.next())?,
@@ -146,8 +165,8 @@ fn parse_args() -> Result<Options, String> {
     }
     if quick {
         rounds = 1;
-        fixed_secs = 2;
-        max_secs = 3;
+        fixed_secs = 1.0;
+        max_secs = 1;
     }
     let need = |v: Option<PathBuf>, flag: &str| {
         v.ok_or_else(|| format!("{flag} PATH is required (benches/e2e/run passes it)\n\n{USAGE}"))
@@ -161,15 +180,15 @@ fn parse_args() -> Result<Options, String> {
         },
         upstream: need(upstream, "--upstream")?,
         generators: Generators {
-            oha,
             wrk: need(wrk, "--wrk")?,
             h2load: need(h2load, "--h2load")?,
-            grpc_load,
+            load: need(load, "--load")?,
             cpus: None,
         },
         rounds,
         fixed_secs,
         max_secs,
+        warm_secs,
         kinds,
         protocols,
         profile_secs,
@@ -179,10 +198,9 @@ fn parse_args() -> Result<Options, String> {
     })
 }
 
-/// The tests, in the report's order. In every round each contender goes through all but the
-/// half-maximum ones in this order, the fixed-rate runs of a protocol before its closed-loop
-/// run, so the closed-loop run's memory growth does not show in them; then, once the round's
-/// maxima are known, each contender is started afresh for the half-maximum runs.
+/// The tests, in the report's order. In every round each contender goes through the
+/// closed-loop ones (first pass), then, started afresh, through the fixed-rate ones, the
+/// half-maximum ones at the rate the first pass set (module doc); in this order within a pass.
 fn tests() -> Vec<(Protocol, Test)> {
     vec![
         (
@@ -292,27 +310,14 @@ fn run(mut opts: Options) -> Result<(), String> {
             None => kinds.push(*k),
         }
     }
-    let has_oha = opts.generators.oha.is_some();
-    let has_grpc_load = opts.generators.grpc_load.is_some();
     let tests: Vec<(Protocol, Test)> = tests()
         .into_iter()
         .filter(|(p, _)| opts.protocols.contains(p))
-        .filter(|(p, t)| match (p, t) {
-            (Protocol::Grpc, _) => has_grpc_load,
-            (_, Test::Max { .. }) => true,
-            _ => has_oha,
-        })
         .collect();
-    if !has_oha {
-        notes.push("HTTP fixed-rate tests skipped: oha is not installed.".into());
-    }
-    if !has_grpc_load && opts.protocols.contains(&Protocol::Grpc) {
-        notes.push("gRPC tests skipped: grpc-load was not given (--grpc-load).".into());
-    }
-    let (half_max, first): (Vec<_>, Vec<_>) = tests
+    let (maxima, fixed): (Vec<_>, Vec<_>) = tests
         .iter()
         .copied()
-        .partition(|(_, t)| matches!(t, Test::HalfMax { .. }));
+        .partition(|(_, t)| matches!(t, Test::Max { .. }));
 
     let (_upstream, upstream_addr) = start_upstream(&opts.upstream, upstream_cpus.as_deref(), &[])?;
     let (_grpc_upstream, grpc_upstream) = start_upstream(
@@ -333,44 +338,68 @@ fn run(mut opts: Options) -> Result<(), String> {
     let started = date();
     let mut records = Vec::new();
     let mut half_rates = Vec::new();
+    let load_started = std::time::Instant::now();
     for round in 0..opts.rounds {
+        let round_started = std::time::Instant::now();
         let mut order = kinds.clone();
         order.rotate_left(round % kinds.len().max(1));
         for &kind in &order {
-            measure(kind, round, &ctx, &opts, &first, None, clk, &mut records);
+            measure(kind, round, &ctx, &opts, &maxima, None, clk, &mut records);
         }
-        if half_max.is_empty() {
-            continue;
-        }
-        let Some((slowest, max)) = report::slowest_max(&records, round, Protocol::Http1) else {
-            half_rates.push(format!(
-                "round {}: not run (no proxy's HTTP/1.1 maximum was measured)",
-                round + 1
-            ));
-            continue;
+        let needs_half = fixed.iter().any(|(_, t)| matches!(t, Test::HalfMax { .. }));
+        let half_rate = match report::slowest_max(&records, round, Protocol::Http1) {
+            Some((slowest, max)) => {
+                let rate = ((max / 2.0).round() as u32).max(1);
+                half_rates.push(format!(
+                    "round {}: {rate} rps (half of {}'s {max:.0})",
+                    round + 1,
+                    slowest.label()
+                ));
+                Some(rate)
+            }
+            None => {
+                if needs_half {
+                    half_rates.push(format!(
+                        "round {}: not run (no proxy's HTTP/1.1 maximum was measured)",
+                        round + 1
+                    ));
+                }
+                None
+            }
         };
-        let rate = ((max / 2.0).round() as u32).max(1);
-        half_rates.push(format!(
-            "round {}: {rate} rps (half of {}'s {max:.0})",
-            round + 1,
-            slowest.label()
-        ));
+        let fixed: Vec<(Protocol, Test)> = fixed
+            .iter()
+            .copied()
+            .filter(|(_, t)| half_rate.is_some() || !matches!(t, Test::HalfMax { .. }))
+            .collect();
         for &kind in &order {
             measure(
                 kind,
                 round,
                 &ctx,
                 &opts,
-                &half_max,
-                Some(rate),
+                &fixed,
+                half_rate,
                 clk,
                 &mut records,
             );
         }
+        eprintln!(
+            "round {}/{} took {:.0} s",
+            round + 1,
+            opts.rounds,
+            round_started.elapsed().as_secs_f64()
+        );
     }
+    let load_secs = load_started.elapsed().as_secs_f64();
+    eprintln!(
+        "load: {} round(s) in {load_secs:.0} s ({:.0} s per round)",
+        opts.rounds,
+        load_secs / opts.rounds as f64
+    );
     if !half_rates.is_empty() {
         notes.push(format!(
-            "Half-maximum runs (HTTP/1.1, oha as at 1,000 rps): the rate is half the lowest HTTP/1.1 closed-loop maximum of the proxies (not `direct`) in the same round, each proxy started afresh for them after every contender's closed-loop runs: {}.",
+            "Half-maximum runs (HTTP/1.1, mesh-load as at 1,000 rps): the rate is half the lowest HTTP/1.1 closed-loop maximum of the proxies (not `direct`) in the same round's first pass: {}.",
             half_rates.join("; ")
         ));
     }
@@ -403,13 +432,13 @@ fn run(mut opts: Options) -> Result<(), String> {
             (
                 "fixed-rate run".into(),
                 format!(
-                    "{} s (oha, `--latency-correction`; gRPC: grpc-load, latency from each call's due time when it is sent late)",
-                    opts.fixed_secs
+                    "{} s (mesh-load, one thread: latency from each request's due time when it is sent late, as oha's `--latency-correction`), after a {} s closed-loop warm-up per protocol",
+                    opts.fixed_secs, opts.warm_secs
                 ),
             ),
             (
                 "closed-loop run".into(),
-                format!("{} s (wrk / h2load / grpc-load, one thread)", opts.max_secs),
+                format!("{} s (wrk / h2load / mesh-load, one thread)", opts.max_secs),
             ),
             (
                 "pinning".into(),
@@ -528,15 +557,14 @@ fn measure(
     if tests.is_empty() {
         return;
     }
-    eprintln!(
-        "[round {}/{}] {}{}",
-        round + 1,
-        opts.rounds,
-        kind.label(),
-        half_rate
-            .map(|r| format!(" at half the slowest maximum: {r} rps"))
-            .unwrap_or_default()
-    );
+    let pass = if tests.iter().all(|(_, t)| matches!(t, Test::Max { .. })) {
+        "closed loop".to_owned()
+    } else {
+        half_rate.map_or("fixed rate".to_owned(), |r| {
+            format!("fixed rate; half the slowest maximum: {r} rps")
+        })
+    };
+    let started = std::time::Instant::now();
     let fail = |records: &mut Vec<Record>, e: &str| {
         eprintln!("  {e}");
         for (protocol, test) in &tests {
@@ -549,7 +577,15 @@ fn measure(
             });
         }
     };
-    let running = match contenders::start(kind, ctx) {
+    let running = contenders::start(kind, ctx);
+    eprintln!(
+        "[round {}/{}] {} ({pass}; started in {:.2} s)",
+        round + 1,
+        opts.rounds,
+        kind.label(),
+        started.elapsed().as_secs_f64()
+    );
+    let running = match running {
         Ok(r) => r,
         Err(e) => return fail(records, &e),
     };
@@ -563,15 +599,15 @@ fn measure(
                 None => continue,
             },
         };
-        if !warmed.contains(protocol) {
-            if let Err(e) = opts.generators.warm_up(*protocol, addr) {
+        if !warmed.contains(protocol) && opts.warm_secs > 0.0 {
+            if let Err(e) = opts.generators.warm_up(*protocol, addr, opts.warm_secs) {
                 eprintln!("  warm-up ({}) failed: {e}", protocol.label());
             }
             warmed.push(*protocol);
         }
         let secs = match test {
             Test::Fixed { .. } | Test::HalfMax { .. } => opts.fixed_secs,
-            Test::Max { .. } => opts.max_secs,
+            Test::Max { .. } => f64::from(opts.max_secs),
         };
         // A half-maximum test runs at this round's rate; it is recorded under its own id.
         let run_as = match (*test, half_rate) {
@@ -618,27 +654,29 @@ fn measure_one(
     test: Test,
     protocol: Protocol,
     addr: SocketAddr,
-    secs: u32,
+    secs: f64,
     pids: &[u32],
     clk: f64,
 ) -> Result<Measured, String> {
-    let stop = Arc::new(AtomicBool::new(false));
+    // Sampled every 100 ms until told to stop (at once: a dropped sender ends the wait).
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let sampler = (!pids.is_empty()).then(|| {
-        let stop = stop.clone();
         let pids = pids.to_vec();
         std::thread::spawn(move || {
             let mut max: f64 = 0.0;
-            while !stop.load(Ordering::Relaxed) {
+            loop {
                 max = max.max(procs::memory_mib(&pids).0);
-                std::thread::sleep(Duration::from_millis(100));
+                match stopped.recv_timeout(Duration::from_millis(100)) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => return max,
+                }
             }
-            max
         })
     });
     let cpu_before = procs::cpu_seconds(pids, clk);
     let load = generators.run(test, protocol, addr, secs);
     let cpu_after = procs::cpu_seconds(pids, clk);
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     let rss = sampler.and_then(|s| s.join().ok());
     let load = load?;
     let has = !pids.is_empty();
@@ -667,7 +705,7 @@ fn profile(ctx: &Ctx, opts: &Options, secs: u32) -> Result<PathBuf, String> {
             },
             Protocol::Http1,
             addr,
-            secs + 2,
+            f64::from(secs + 2),
         )
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -903,9 +941,10 @@ fn versions(opts: &Options) -> Vec<(String, String)> {
         "h2load".into(),
         first_line(sh(&path(&opts.generators.h2load), &["--version"])),
     ));
-    if let Some(p) = &opts.generators.oha {
-        v.push(("oha".into(), first_line(sh(&path(p), &["--version"]))));
-    }
+    v.push((
+        "mesh-load".into(),
+        "the harness's own (benches/e2e/src/bin/mesh-load.rs: hyper 1 and tonic 0.14 clients, hdrhistogram)".into(),
+    ));
     v.push(("rustc".into(), first_line(sh("rustc", &["--version"]))));
     v
 }

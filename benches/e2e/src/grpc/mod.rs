@@ -14,8 +14,6 @@
 //! message UnaryResponse { uint64 id = 1; bytes payload = 2; }
 //! ```
 
-pub mod load;
-
 use std::{
     future::{Future, Ready, ready},
     net::SocketAddr,
@@ -191,4 +189,4 @@ impl Client {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -67,29 +67,6 @@ fn h2load_with_nothing_succeeded_is_an_error() {
 }
 
 #[test]
-fn oha_json_gives_percentiles_in_ms_and_errors() {
-    let out = r#"{
-      "summary": {"successRate": 1.0, "total": 5.0, "requestsPerSec": 999.8},
-      "latencyPercentiles": {"p10": 0.0001, "p50": 0.0002, "p90": 0.0004, "p99": 0.001,
-                             "p99.9": 0.0025, "p99.99": 0.003},
-      "statusCodeDistribution": {"200": 4990, "503": 3},
-      "errorDistribution": {"connection closed": 2, "aborted due to deadline": 4}
-    }"#;
-    let o = parse_oha(out).unwrap();
-    assert_eq!(o.requests, 4990);
-    assert_eq!(o.errors, 5);
-    assert!((o.rps - 999.8).abs() < 1e-9);
-    assert!((o.p50.unwrap() - 0.2).abs() < 1e-9);
-    assert!((o.p99.unwrap() - 1.0).abs() < 1e-9);
-    assert!((o.p999.unwrap() - 2.5).abs() < 1e-9);
-}
-
-#[test]
-fn oha_output_that_is_not_json_is_an_error() {
-    assert!(parse_oha("error: connection refused").is_err());
-}
-
-#[test]
 fn wrk_durations_in_every_unit() {
     assert_eq!(duration_ms("812.00us"), Some(0.812));
     assert_eq!(duration_ms("1.50ms"), Some(1.5));
@@ -136,29 +113,38 @@ fn half_maximum_ids_and_labels_say_what_they_are() {
 #[test]
 fn a_half_maximum_test_is_only_run_at_a_rate() {
     let g = Generators {
-        oha: Some("oha".into()),
         wrk: "wrk".into(),
         h2load: "h2load".into(),
-        grpc_load: None,
+        load: "/nonexistent/mesh-load".into(),
         cpus: None,
     };
     let addr = "127.0.0.1:9".parse().unwrap();
     let err = g
-        .run(Test::HalfMax { conns: 4 }, Protocol::Http1, addr, 1)
+        .run(Test::HalfMax { conns: 4 }, Protocol::Http1, addr, 1.0)
         .unwrap_err();
     assert!(err.contains("Test::Fixed"), "{err}");
-    let err = g
-        .run(
-            Test::Fixed {
-                rps: 1000,
-                conns: 4,
-            },
-            Protocol::Grpc,
-            addr,
-            1,
-        )
-        .unwrap_err();
-    assert!(err.contains("grpc-load"), "{err}");
+    // Every fixed-rate run is mesh-load's (here missing: the error names it).
+    for protocol in [Protocol::Http1, Protocol::H2c, Protocol::Grpc] {
+        let err = g
+            .run(
+                Test::Fixed {
+                    rps: 1000,
+                    conns: 4,
+                },
+                protocol,
+                addr,
+                1.0,
+            )
+            .unwrap_err();
+        assert!(err.contains("cannot start mesh-load"), "{err}");
+    }
+}
+
+#[test]
+fn wrk_and_h2load_run_whole_seconds() {
+    assert_eq!(whole(0.3), 1);
+    assert_eq!(whole(1.4), 1);
+    assert_eq!(whole(2.5), 3);
 }
 
 #[test]
@@ -169,52 +155,79 @@ fn protocols_are_named_by_their_ids() {
     assert_eq!(Protocol::from_id("http3"), None);
 }
 
-/// The real `grpc-load` engine against the real gRPC upstream, its JSON read as the driver
-/// reads `grpc-load`'s output: the keys of the two sides agree.
+/// The real `mesh-load` engine against real servers (the HTTP upstream's kind, and the gRPC
+/// upstream), its JSON read as the driver reads `mesh-load`'s output: the keys of the two
+/// sides agree.
 #[tokio::test]
-async fn grpc_load_output_is_what_the_driver_reads() {
-    use mesh_e2e_bench::grpc::{
-        load::{Mode, Settings, run},
-        serve_connection,
+async fn mesh_load_output_is_what_the_driver_reads() {
+    use mesh_e2e_bench::{
+        grpc::serve_connection,
+        loadgen::{Mode, Settings, Wire, run},
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let grpc = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(serve_connection(stream));
         }
     });
-    let report = run(&Settings {
-        addr,
-        authority: GRPC_HOST.into(),
-        conns: 2,
-        mode: Mode::Fixed { rps: 200 },
-        duration: Duration::from_millis(250),
-    })
-    .await
-    .unwrap();
-    let o = parse_grpc_load(&format!("{}\n", report.to_json())).unwrap();
-    assert_eq!((o.requests, o.errors), (50, 0));
-    assert!((o.rps - 200.0).abs() < 1e-9, "{}", o.rps);
-    let (p50, p90, p99, p999) = (
-        o.p50.unwrap(),
-        o.p90.unwrap(),
-        o.p99.unwrap(),
-        o.p999.unwrap(),
-    );
-    assert!(
-        0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= p999,
-        "{o:?}"
-    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(&[b'x'; 1024]),
+                )))
+            });
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                );
+                let _ = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    for (wire, addr, authority) in [
+        (Wire::Http1, http, HOST),
+        (Wire::H2c, http, HOST),
+        (Wire::Grpc, grpc, GRPC_HOST),
+    ] {
+        let report = run(&Settings {
+            addr,
+            authority: authority.into(),
+            wire,
+            conns: 2,
+            mode: Mode::Fixed { rps: 200 },
+            duration: Duration::from_millis(250),
+        })
+        .await
+        .unwrap();
+        let o = parse_mesh_load(&format!("{}\n", report.to_json())).unwrap();
+        assert_eq!((o.requests, o.errors), (50, 0), "{wire:?}");
+        assert!((o.rps - 200.0).abs() < 1e-9, "{}", o.rps);
+        let (p50, p90, p99, p999) = (
+            o.p50.unwrap(),
+            o.p90.unwrap(),
+            o.p99.unwrap(),
+            o.p999.unwrap(),
+        );
+        assert!(
+            0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= p999,
+            "{wire:?}: {o:?}"
+        );
+    }
 }
 
 #[test]
-fn grpc_load_without_a_success_is_an_error_with_the_reason() {
+fn mesh_load_without_a_success_is_an_error_with_the_reason() {
     let out = r#"{"requests":0,"errors":3,"first_error":"gRPC status Unavailable: no healthy upstream","elapsed_s":1.0,"rps":0.0,"p50_ms":null}"#;
-    let err = parse_grpc_load(out).unwrap_err();
+    let err = parse_mesh_load(out).unwrap_err();
     assert!(
         err.contains("3 failed") && err.contains("no healthy upstream"),
         "{err}"
     );
-    assert!(parse_grpc_load("grpc-load: cannot connect").is_err());
+    assert!(parse_mesh_load("mesh-load: cannot connect").is_err());
 }

@@ -1,33 +1,39 @@
-//! `grpc-load`: the gRPC unary load generator of the end-to-end harness (issue 8), for lack of
-//! a packaged tool that schedules gRPC calls at a fixed rate with coordinated-omission
-//! correction. See `mesh_e2e_bench::grpc::load` for how calls are scheduled and measured.
+//! `mesh-load`: the load generator of the end-to-end harness (issue 8) for fixed-rate latency
+//! over HTTP/1.1, h2c and gRPC unary, and closed-loop gRPC (no packaged tool speaks gRPC at a
+//! fixed rate; oha does HTTP, but takes a long `cargo install`). See `mesh_e2e_bench::loadgen`
+//! for how requests are scheduled and measured.
 //!
 //! ```text
-//! grpc-load --addr 127.0.0.1:8080 [--authority HOST] --conns N --secs S (--rps R | --max [--streams M])
+//! mesh-load --addr 127.0.0.1:8080 [--protocol http1|h2c|grpc] [--authority HOST] --conns N
+//!           --secs S (--rps R | --max [--streams M])
 //! ```
 //!
 //! Prints one JSON object: requests, errors, first_error, elapsed_s, rps, p50_ms, p90_ms,
-//! p99_ms, p99.9_ms, max_ms. Exits 1 when it cannot connect, 2 on a bad argument; failed calls
-//! are counted, not fatal.
+//! p99_ms, p99.9_ms, max_ms. Exits 1 when it cannot connect, 2 on a bad argument; failed
+//! requests are counted, not fatal.
 
 use std::{net::SocketAddr, time::Duration};
 
-use mesh_e2e_bench::grpc::load::{self, Mode, Settings};
+use mesh_e2e_bench::loadgen::{self, Mode, Settings, Wire};
 
-const USAGE: &str = "usage: grpc-load --addr ADDR [--authority HOST] --conns N --secs S (--rps R | --max [--streams M])
+const USAGE: &str = "usage: mesh-load --addr ADDR [--protocol P] [--authority HOST] --conns N --secs S (--rps R | --max [--streams M])
 
-  --addr ADDR       where to connect (the proxy's h2c listener, or the upstream)
-  --authority HOST  the :authority sent (default grpc.bench.local)
-  --conns N         h2c connections (default 1)
+  --addr ADDR       where to connect (a proxy's listener, or the upstream)
+  --protocol P      http1 (GET /, keep-alive; the default), h2c (GET /, HTTP/2 with prior
+                    knowledge) or grpc (unary calls of the harness's benchmark service)
+  --authority HOST  the Host header or :authority sent (default: ADDR)
+  --conns N         connections (default 1)
   --secs S          length of the run, seconds (fractions allowed)
-  --rps R           fixed rate: R calls per second in total, one in flight per connection,
-                    latency from each call's due time when it is sent late
-  --max             closed loop: M calls in flight per connection (--streams, default 1)";
+  --rps R           fixed rate: R requests per second in total, one in flight per connection,
+                    latency from each request's due time when it is sent late
+  --max             closed loop: M requests in flight per connection (--streams, default 1;
+                    HTTP/1.1: 1)";
 
 fn parse() -> Result<Settings, String> {
     let mut args = std::env::args().skip(1);
     let mut addr: Option<SocketAddr> = None;
-    let mut authority = String::from("grpc.bench.local");
+    let mut wire = Wire::Http1;
+    let mut authority: Option<String> = None;
     let mut conns = 1u32;
     let mut secs: Option<f64> = None;
     let mut rps: Option<u32> = None;
@@ -41,7 +47,13 @@ fn parse() -> Result<Settings, String> {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--addr" => addr = Some(value(&a, args.next())?),
-            "--authority" => authority = value(&a, args.next())?,
+            "--protocol" => {
+                let id: String = value(&a, args.next())?;
+                wire = Wire::from_id(&id).ok_or_else(|| {
+                    format!("--protocol: `{id}` is not one of http1, h2c and grpc")
+                })?;
+            }
+            "--authority" => authority = Some(value(&a, args.next())?),
             "--conns" => conns = value(&a, args.next())?,
             "--secs" => secs = Some(value(&a, args.next())?),
             "--rps" => rps = Some(value(&a, args.next())?),
@@ -68,9 +80,11 @@ fn parse() -> Result<Settings, String> {
             "--secs must be a positive number of seconds, not {secs}"
         ));
     }
+    let addr = addr.ok_or("--addr ADDR is required")?;
     Ok(Settings {
-        addr: addr.ok_or("--addr ADDR is required")?,
-        authority,
+        addr,
+        authority: authority.unwrap_or_else(|| addr.to_string()),
+        wire,
         conns: conns.max(1),
         mode,
         duration: Duration::from_secs_f64(secs),
@@ -79,18 +93,18 @@ fn parse() -> Result<Settings, String> {
 
 fn main() {
     let settings = parse().unwrap_or_else(|e| {
-        eprintln!("grpc-load: {e}\n\n{USAGE}");
+        eprintln!("mesh-load: {e}\n\n{USAGE}");
         std::process::exit(2)
     });
     // One thread, as the other load generators run (wrk -t1, h2load -t1).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("grpc-load: cannot start a tokio runtime");
-    match rt.block_on(load::run(&settings)) {
+        .expect("mesh-load: cannot start a tokio runtime");
+    match rt.block_on(loadgen::run(&settings)) {
         Ok(report) => println!("{}", report.to_json()),
         Err(e) => {
-            eprintln!("grpc-load: {e}");
+            eprintln!("mesh-load: {e}");
             std::process::exit(1);
         }
     }
