@@ -30,7 +30,10 @@ use std::{
     convert::Infallible,
     future::Future,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -114,29 +117,30 @@ where
     F: Future<Output = Response<MeshBody>> + Send + 'static,
 {
     let limits = Limits::current();
-    let (in_flight, mut idle) = watch::channel(0usize);
-    let in_flight = Arc::new(in_flight);
+    let activity = Arc::new(Activity::new());
+    let idle = activity.clone();
     let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        let busy = Busy::begin(&in_flight);
+        let busy = Busy::begin(&activity);
         let too_large = header_bytes(&req) > MAX_REQUEST_HEADERS_BYTES;
         let http1 = req.version() < http::Version::HTTP_2;
         let upgrade = upgrade::take(&mut req).filter(|_| !too_large);
         let answer = (!too_large).then(|| handler(req));
         let slot = slot.clone();
         async move {
-            let Some(answer) = answer else {
-                return Ok(headers_too_large(http1));
+            let res = match answer {
+                None => headers_too_large(http1),
+                Some(answer) => {
+                    let res = answer.await;
+                    match upgrade {
+                        Some(upgrade) => upgrade.finish(res, slot),
+                        None => res,
+                    }
+                }
             };
-            let mut res = answer.await;
-            if let Some(upgrade) = upgrade {
-                res = upgrade.finish(res, slot);
-            }
             // In flight until hyper is done with the response body.
-            Ok::<_, Infallible>(res.map(|body| {
-                mesh_tower::body::boxed(BusyBody {
-                    inner: body,
-                    _busy: busy,
-                })
+            Ok::<_, Infallible>(res.map(|body| BusyBody {
+                inner: body,
+                _busy: busy,
             }))
         }
     });
@@ -146,7 +150,7 @@ where
     tokio::select! {
         _ = conn.as_mut() => return,
         () = stopped(&mut stop) => {}
-        () = idle_for(&mut idle, limits.idle_timeout) => {
+        () = idle_for(&idle, limits.idle_timeout) => {
             tracing::debug!(
                 target: "mesh::listener",
                 "closing a connection idle for {:?}", limits.idle_timeout
@@ -199,43 +203,71 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Resolves once no request has been in flight for `timeout` (never for a zero timeout).
-async fn idle_for(in_flight: &mut watch::Receiver<usize>, timeout: Duration) {
+/// What the idle clock of one connection reads: requests in flight, and when the last one
+/// ended. Plain atomics, so that a request costs no wake-up of the connection's task (a
+/// channel notified its watcher twice per request).
+#[derive(Debug)]
+struct Activity {
+    /// When the connection was accepted; `last_end` counts from it.
+    start: tokio::time::Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds from `start` to the end of the last request (0 before the first).
+    last_end: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: tokio::time::Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_end: AtomicU64::new(0),
+        }
+    }
+
+    /// When the connection turns idle for `timeout` if nothing else happens: `None` while a
+    /// request is in flight.
+    fn idle_at(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_end.load(Ordering::Acquire));
+        Some(self.start + last + timeout)
+    }
+}
+
+/// Resolves once no request has been in flight for `timeout` (never for a zero timeout). It
+/// sleeps until the connection could be idle and looks again, so requests never wake it.
+async fn idle_for(activity: &Activity, timeout: Duration) {
     if timeout.is_zero() {
         return std::future::pending().await;
     }
     loop {
-        if in_flight.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(timeout) => {
-                if *in_flight.borrow_and_update() == 0 {
-                    return;
-                }
-            }
-            changed = in_flight.changed() => {
-                if changed.is_err() {
-                    return std::future::pending().await;
-                }
-            }
+        let now = tokio::time::Instant::now();
+        match activity.idle_at(timeout) {
+            Some(at) if at <= now => return,
+            Some(at) => tokio::time::sleep_until(at).await,
+            // Busy: a request that ends now leaves the connection idle `timeout` later.
+            None => tokio::time::sleep_until(now + timeout).await,
         }
     }
 }
 
 /// One request in flight on a connection, until dropped.
-struct Busy(Arc<watch::Sender<usize>>);
+struct Busy(Arc<Activity>);
 
 impl Busy {
-    fn begin(in_flight: &Arc<watch::Sender<usize>>) -> Busy {
-        in_flight.send_modify(|n| *n += 1);
-        Busy(in_flight.clone())
+    fn begin(activity: &Arc<Activity>) -> Busy {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Busy(activity.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        let activity = &self.0;
+        let ended = activity.start.elapsed().as_millis() as u64;
+        activity.last_end.fetch_max(ended, Ordering::AcqRel);
+        activity.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -282,13 +314,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_idle_clock_runs_only_while_nothing_is_in_flight() {
-        let (tx, mut rx) = watch::channel(0usize);
-        let tx = Arc::new(tx);
+        let activity = Arc::new(Activity::new());
         let timeout = Duration::from_secs(10);
         let start = tokio::time::Instant::now();
-        let busy = Busy::begin(&tx);
+        let busy = Busy::begin(&activity);
+        let watched = activity.clone();
         let idle = tokio::spawn(async move {
-            idle_for(&mut rx, timeout).await;
+            idle_for(&watched, timeout).await;
             tokio::time::Instant::now()
         });
         // A request in flight for 30 s: no idle time counted.
@@ -302,21 +334,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_restarts_the_clock_and_zero_means_never() {
-        let (tx, mut rx) = watch::channel(0usize);
-        let tx = Arc::new(tx);
+        let activity = Arc::new(Activity::new());
         let start = tokio::time::Instant::now();
+        let watched = activity.clone();
         let idle = tokio::spawn(async move {
-            idle_for(&mut rx, Duration::from_secs(10)).await;
+            idle_for(&watched, Duration::from_secs(10)).await;
             tokio::time::Instant::now()
         });
         tokio::time::sleep(Duration::from_secs(6)).await;
-        drop(Busy::begin(&tx)); // a quick request at 6 s
+        drop(Busy::begin(&activity)); // a quick request at 6 s
         assert_eq!(idle.await.unwrap() - start, Duration::from_secs(16));
 
-        let (_tx, mut rx) = watch::channel(0usize);
+        let fresh = Activity::new();
         let never = tokio::time::timeout(
             Duration::from_secs(365 * 24 * 3600),
-            idle_for(&mut rx, Duration::ZERO),
+            idle_for(&fresh, Duration::ZERO),
         );
         assert!(never.await.is_err());
     }
