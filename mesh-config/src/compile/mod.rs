@@ -79,5 +79,7 @@ pub fn compile(config: &Config, opts: &LoadOptions, diags: &mut Vec<Diagnostic>)
         .iter()
         .map(security::request_authentication)
         .collect();
+    // The per-request host lookups hash instead of scanning the whole mesh.
+    mesh.build_index();
     mesh
 }

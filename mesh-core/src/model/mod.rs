@@ -4,11 +4,13 @@
 //! compiled, subsets resolved to label selectors, policies merged. Nothing in the request path
 //! parses or allocates config. A `CompiledMesh` is immutable; a reload builds a new one.
 
+mod index;
 mod policy;
 mod registry;
 mod route;
 mod security;
 
+pub use index::HostIndex;
 pub use policy::*;
 pub use registry::*;
 pub use route::*;
@@ -35,11 +37,30 @@ pub struct CompiledMesh {
     pub authorization_policies: Vec<AuthorizationPolicy>,
     pub request_authentications: Vec<RequestAuthenticationPolicy>,
     pub rate_limits: Vec<LocalRateLimit>,
+    /// Hash indexes over the hosts above, for the per-request lookups; made by
+    /// [`build_index`](Self::build_index) (`mesh-config` does, once per load). Left empty the
+    /// lookups scan, as they do when the three lists no longer have the lengths the index was
+    /// built from; after editing `services`, `virtual_hosts` or `destination_policies` of an
+    /// indexed mesh in place, build it again.
+    pub index: HostIndex,
 }
 
 impl CompiledMesh {
     /// The service registered for `host` (exact name), if any.
     pub fn service(&self, host: &str) -> Option<&Service> {
+        if self.index.usable(self) {
+            let exact = self.index.services.get(&*index::lowercase(host));
+            return match exact {
+                Some(&i) => Some(&self.services[i]),
+                None => self
+                    .index
+                    .wildcard_services
+                    .iter()
+                    .map(|&i| &self.services[i])
+                    .filter(|s| s.hostname.matches(host))
+                    .max_by_key(|s| s.hostname.specificity()),
+            };
+        }
         self.services
             .iter()
             .find(|s| s.hostname.matches(host) && !s.hostname.is_wildcard())
@@ -62,6 +83,28 @@ impl CompiledMesh {
 
     /// The index in `virtual_hosts` of what [`CompiledMesh::virtual_host`] returns.
     pub fn virtual_host_index(&self, gateway: &str, host: &str) -> Option<usize> {
+        if self.index.usable(self) {
+            // An exact name beats every wildcard; among exact names the first wins.
+            let exact = self
+                .index
+                .virtual_hosts
+                .get(gateway)
+                .and_then(|hosts| hosts.get(&*index::lowercase(host)));
+            if let Some(&i) = exact {
+                return Some(i);
+            }
+            let mut best: Option<(usize, (bool, usize))> = None;
+            for (g, i, j) in &self.index.wildcard_virtual_hosts {
+                let h = &self.virtual_hosts[*i].hosts[*j];
+                if &**g == gateway && h.matches(host) {
+                    let spec = h.specificity();
+                    if best.is_none_or(|(_, s)| spec > s) {
+                        best = Some((*i, spec));
+                    }
+                }
+            }
+            return best.map(|(i, _)| i);
+        }
         let mut best: Option<(usize, (bool, usize))> = None;
         for (i, vh) in self
             .virtual_hosts
@@ -90,6 +133,9 @@ impl CompiledMesh {
         client_namespace: &str,
     ) -> Option<&DestinationPolicy> {
         let service_ns = self.service(host).map(|s| s.namespace.as_str());
+        if self.index.usable(self) {
+            return self.indexed_destination_policy(host, client_namespace, service_ns);
+        }
         let candidates = |ns: &str| {
             self.destination_policies
                 .iter()
@@ -105,6 +151,49 @@ impl CompiledMesh {
                     .filter(|p| p.host.matches(host))
                     .max_by_key(|p| p.host.specificity())
             })
+    }
+
+    /// [`destination_policy`](Self::destination_policy) through the index.
+    fn indexed_destination_policy(
+        &self,
+        host: &str,
+        client_namespace: &str,
+        service_ns: Option<&str>,
+    ) -> Option<&DestinationPolicy> {
+        let host_lc = index::lowercase(host);
+        // An exact host beats a wildcard; among equals the last one wins (`max_by_key`).
+        let wildcard = |ns: Option<&str>| {
+            self.index
+                .wildcard_policies
+                .iter()
+                .map(|&i| &self.destination_policies[i])
+                .filter(|p| ns.is_none_or(|ns| p.namespace == ns) && p.host.matches(host))
+                .max_by_key(|p| p.host.specificity())
+        };
+        let in_namespace = |ns: &str| {
+            let exact = self
+                .index
+                .policies
+                .get(ns)
+                .and_then(|hosts| hosts.get(&*host_lc));
+            match exact {
+                Some(&i) => Some(&self.destination_policies[i]),
+                None => wildcard(Some(ns)),
+            }
+        };
+        in_namespace(client_namespace)
+            .or_else(|| service_ns.and_then(in_namespace))
+            .or_else(|| in_namespace(&self.root_namespace))
+            .or_else(|| match self.index.policies_any_namespace.get(&*host_lc) {
+                Some(&i) => Some(&self.destination_policies[i]),
+                None => wildcard(None),
+            })
+    }
+
+    /// Builds [`index`](Self::index) from the services, virtual hosts and DestinationRule
+    /// policies as they are now.
+    pub fn build_index(&mut self) {
+        self.index = HostIndex::new(self);
     }
 
     /// The endpoints of `host` on `port` that a subset's labels select (all endpoints when
