@@ -815,3 +815,82 @@ fn a_missing_certificate_exits_one_naming_the_server_and_the_file() {
     let file = creds.join("bookinfo-cert").join("tls.crt");
     assert!(err.contains(&file.display().to_string()), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_listeners_honour_max_connections() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let productpage = http_upstream("productpage").await;
+    let port = free_port();
+    let dir = temp_dir("gateway-max-connections");
+    let yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: productpage}}
+spec:
+  hosts: [productpage.example.internal]
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {pp}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: [bookinfo.example.com]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bookinfo, namespace: default}}
+spec:
+  hosts: [bookinfo.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: productpage.example.internal, port: {{number: 9080}}}}}}]
+"#,
+        pp = productpage.port(),
+    );
+    write(&dir, "gateway.yaml", &yaml);
+    let mut mesh = start(
+        &dir,
+        &[
+            "--gateway".into(),
+            "istio-system/gw".into(),
+            "--max-connections".into(),
+            "1".into(),
+        ],
+    );
+    mesh.ready();
+    let request = b"GET /productpage HTTP/1.1\r\nHost: bookinfo.example.com\r\n\r\n";
+    let mut chunk = [0u8; 1024];
+
+    // The first connection takes the one slot and keeps it (keep-alive).
+    let mut first = plain(port).await;
+    first.write_all(request).await.unwrap();
+    let n = tokio::time::timeout(STEP, first.read(&mut chunk))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
+
+    // The second waits in the backlog while the first is open...
+    let mut second = plain(port).await;
+    second.write_all(request).await.unwrap();
+    let waiting = tokio::time::timeout(Duration::from_millis(300), second.read(&mut chunk)).await;
+    assert!(
+        waiting.is_err(),
+        "a gateway served beyond --max-connections 1"
+    );
+
+    // ... and is served once the slot is free.
+    drop(first);
+    let n = tokio::time::timeout(STEP, second.read(&mut chunk))
+        .await
+        .expect("not served once the slot was free")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -94,8 +94,8 @@ pub(crate) struct Args {
     /// Envoy's `idle_timeout` default, which Istio keeps.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     idle_timeout: std::time::Duration,
-    /// Connections each listener serves at once; beyond it new connections wait in the
-    /// kernel's accept backlog.
+    /// Connections each listener (outbound, inbound, admin, each gateway port) serves at once;
+    /// beyond it new connections wait in the kernel's accept backlog.
     #[arg(long, value_name = "N", default_value_t = connection::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,

@@ -16,15 +16,15 @@ use super::{
     client_hello::{self, MAX_CLIENT_HELLO, Peek},
     describe, l4, requests, rewind,
 };
+use crate::run::connection::Limits;
 
-/// Connections one gateway listener serves at once.
-pub(crate) const MAX_CONNECTIONS: usize = 10_000;
 /// How long a client has to send its ClientHello, and then to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connections may finish after a stop.
 const DRAIN: Duration = Duration::from_secs(5);
 
-/// Accepts connections (at most [`MAX_CONNECTIONS`] at once) until `stop`, then drains.
+/// Accepts connections (at most `--max-connections` at once, as every listener of the
+/// process: [`Limits`]) until `stop`, then drains.
 /// Each connection is served with the `site` of the moment it was accepted: an update of the
 /// listener's servers applies to the next connections.
 pub(super) async fn serve(
@@ -33,7 +33,7 @@ pub(super) async fn serve(
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let limit = Arc::new(Semaphore::new(Limits::current().max_connections as usize));
     let local = listener.local_addr().ok();
     let mut conns = JoinSet::new();
     loop {
