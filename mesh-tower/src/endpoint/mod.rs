@@ -36,6 +36,7 @@ mod circuit;
 mod connect;
 mod origination;
 mod outliers;
+mod per_cluster;
 #[cfg(test)]
 mod tests;
 mod views;
@@ -92,7 +93,7 @@ pub struct Upstream<C = connect::HttpConnector> {
     breakers: Arc<circuit::CircuitBreakers>,
     outliers: Arc<outliers::OutlierDetectors>,
     transports: Arc<origination::ClusterTransports>,
-    views: Arc<views::ClusterViews>,
+    views: Arc<per_cluster::PerCluster<views::ClusterView>>,
 }
 
 impl Upstream {
@@ -410,7 +411,7 @@ impl<C> Upstream<C> {
             .map(|p| p.policy_for(dest.subset.as_deref(), Some(port.number)))
             .unwrap_or_default();
         let cluster: ClusterKey = (dest.host.to_string(), dest.subset.clone(), port.number);
-        let view = self.views.view(&cluster, snapshot.version, || {
+        let view = self.views.for_version(&cluster, snapshot.version, || {
             views::ClusterView::new(service, subset, port)
         });
         let endpoints = view.endpoints(service);
@@ -478,7 +479,7 @@ impl<C> Upstream<C> {
             || pool.is_some_and(|cp| cp.h2_upgrade);
         let transport = self
             .transports
-            .decided(&cluster, snapshot.version, || {
+            .for_version(&cluster, snapshot.version, || {
                 origination::Decided::new(
                     snapshot.version,
                     &origination::ClusterFacts {

@@ -3,24 +3,15 @@
 //! version instead of once per request (formatting every endpoint's `host:port` on each
 //! request made a pick cost O(endpoints)).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
-
 use http::uri::Authority;
 use mesh_core::model::{Endpoint, EndpointAddress, Service, ServicePort, Subset};
 
-use super::{ClusterKey, endpoint_authority};
+use super::endpoint_authority;
 
-/// Views kept before the map is cleared (clusters come from the config; a reload retires
-/// them).
-const MAX_CLUSTERS: usize = 4096;
-
-/// One cluster's endpoints, for one config version.
+/// One cluster's endpoints, for one config version (kept per cluster in a
+/// [`PerCluster`](super::per_cluster::PerCluster)).
 #[derive(Debug)]
 pub(crate) struct ClusterView {
-    version: u64,
     /// Indices in the service's `endpoints` of the cluster's (the subset's) endpoints.
     pub indices: Vec<usize>,
     /// `host:port` of each, as balancers, outlier detection and logs name endpoints.
@@ -55,7 +46,6 @@ impl ClusterView {
             })
             .collect();
         ClusterView {
-            version: 0,
             all_eligible: vec![true; indices.len()],
             indices,
             authorities,
@@ -69,39 +59,5 @@ impl ClusterView {
             .iter()
             .map(|&i| &service.endpoints[i])
             .collect()
-    }
-}
-
-/// Every cluster's view, remade when the config version changes.
-#[derive(Debug, Default)]
-pub(crate) struct ClusterViews {
-    views: Mutex<HashMap<ClusterKey, Arc<ClusterView>>>,
-}
-
-impl ClusterViews {
-    /// `cluster`'s view for config `version`, made by `make` when there is none yet. A request
-    /// on an older snapshot gets a view of its own version, not kept.
-    pub(crate) fn view(
-        &self,
-        cluster: &ClusterKey,
-        version: u64,
-        make: impl FnOnce() -> ClusterView,
-    ) -> Arc<ClusterView> {
-        let mut map = self.views.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = map.get(cluster);
-        if let Some(v) = kept
-            && v.version == version
-        {
-            return v.clone();
-        }
-        let newer = kept.is_none_or(|v| v.version < version);
-        let view = Arc::new(ClusterView { version, ..make() });
-        if newer {
-            if map.len() >= MAX_CLUSTERS && !map.contains_key(cluster) {
-                map.clear();
-            }
-            map.insert(cluster.clone(), view.clone());
-        }
-        view
     }
 }

@@ -51,11 +51,7 @@ mod connector;
 #[cfg(test)]
 mod tests;
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, Mutex},
-};
+use std::{fmt, sync::Arc};
 
 use mesh_core::model::{
     ClientTls, ClientTlsMode, CompiledMesh, Endpoint, Location, MtlsMode, Service,
@@ -64,11 +60,6 @@ use rustls_pki_types::ServerName;
 
 pub(crate) use config::{client_config, local_certificate};
 pub use connector::{Originate, TlsHandshakeError, UpstreamStream, UpstreamTls};
-
-use super::ClusterKey;
-
-/// Decisions kept at most (one per cluster); more start over.
-const MAX_CLUSTERS: usize = 4096;
 
 /// How connections to an endpoint are made.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -356,38 +347,7 @@ impl Decided {
 }
 
 /// The decisions of every cluster, remade when the config version changes.
-#[derive(Debug, Default)]
-pub(crate) struct ClusterTransports {
-    decided: Mutex<HashMap<ClusterKey, Arc<Decided>>>,
-}
-
-impl ClusterTransports {
-    /// `cluster`'s decisions for config `version`, made by `decide` when there are none yet.
-    /// A request on an older snapshot gets decisions of its own version, not kept.
-    pub fn decided(
-        &self,
-        cluster: &ClusterKey,
-        version: u64,
-        decide: impl FnOnce() -> Decided,
-    ) -> Arc<Decided> {
-        let mut map = self.decided.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = map.get(cluster);
-        if let Some(d) = kept
-            && d.version == version
-        {
-            return d.clone();
-        }
-        let newer = kept.is_none_or(|d| d.version < version);
-        let d = Arc::new(decide());
-        if newer {
-            if map.len() >= MAX_CLUSTERS && !map.contains_key(cluster) {
-                map.clear();
-            }
-            map.insert(cluster.clone(), d.clone());
-        }
-        d
-    }
-}
+pub(crate) type ClusterTransports = super::per_cluster::PerCluster<Decided>;
 
 /// The reason a TLS origination failed, for Envoy's `transport failure reason` in a 503 body:
 /// the first [`TlsHandshakeError`] or [`OriginationError`] in `err`'s chain.

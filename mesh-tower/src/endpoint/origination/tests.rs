@@ -361,22 +361,22 @@ fn peer_authentication_disable_is_inferred_from_mesh_and_namespace_policies() {
 #[test]
 fn decisions_are_made_once_per_cluster_and_version() {
     let cache = ClusterTransports::default();
-    let cluster: ClusterKey = (HOST.into(), None, 9080);
+    let cluster: crate::endpoint::ClusterKey = (HOST.into(), None, 9080);
     let made = Cell::new(0);
     let make = |version| {
         made.set(made.get() + 1);
         Decided::new(version, &facts(None, true))
     };
-    let a = cache.decided(&cluster, 1, || make(1));
-    let b = cache.decided(&cluster, 1, || make(1));
+    let a = cache.for_version(&cluster, 1, || make(1));
+    let b = cache.for_version(&cluster, 1, || make(1));
     assert!(Arc::ptr_eq(&a, &b));
     assert_eq!(made.get(), 1);
-    let c = cache.decided(&cluster, 2, || make(2));
+    let c = cache.for_version(&cluster, 2, || make(2));
     assert!(!Arc::ptr_eq(&a, &c));
     assert_eq!(made.get(), 2);
     // A request still on version 1 gets its own decisions; version 2's stay.
-    cache.decided(&cluster, 1, || make(1));
-    let d = cache.decided(&cluster, 2, || make(2));
+    cache.for_version(&cluster, 1, || make(1));
+    let d = cache.for_version(&cluster, 2, || make(2));
     assert!(Arc::ptr_eq(&c, &d));
     assert_eq!(made.get(), 3);
 }
